@@ -1,0 +1,267 @@
+"""Local mirrors of PromptJuggler knowledge bases and documents, plus the two outboxes.
+
+Fields that mirror PromptJuggler (``remote_*``, ``status``, counts) are kept apart from the local
+push state (``sync_state``, attempts, errors). The database row is the source of truth: every
+remote side effect is first written here, in the same transaction as the user's change.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import Storage, storages
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .conf import pj_settings
+
+#: Remote document statuses in their forward order; ``ready`` and ``failed`` are terminal.
+DOCUMENT_STATUS_RANK: dict[str, int] = {"pending": 0, "sealed": 1, "ready": 2, "failed": 2}
+TERMINAL_DOCUMENT_STATUSES = frozenset({"ready", "failed"})
+
+
+def document_storage() -> Storage:
+    """The storage that holds document files (``PROMPTJUGGLER["STORAGE"]``, else ``default``)."""
+    return storages[pj_settings.STORAGE or "default"]
+
+
+def document_upload_to(instance: KnowledgeDocument, filename: str) -> str:
+    """Upload path: ``PROMPTJUGGLER["UPLOAD_TO"]`` (a strftime path or a callable)."""
+    upload_to = pj_settings.UPLOAD_TO
+    if callable(upload_to):
+        return str(upload_to(instance, filename))
+    dirname = timezone.now().strftime(upload_to)
+    return posixpath.join(dirname, os.path.basename(filename))
+
+
+class KnowledgeBase(models.Model):
+    """A PromptJuggler knowledge base, known locally by its slug (the API handle)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    slug = models.CharField(
+        _("slug"),
+        max_length=200,
+        unique=True,
+        help_text=_("The knowledge base's API handle in PromptJuggler, e.g. kb_…"),
+    )
+    name = models.CharField(_("name"), max_length=200, blank=True)
+    # Mirrored from PromptJuggler. Webhooks carry only the UUID, so it is learned from GET.
+    remote_id = models.UUIDField(_("remote id"), null=True, blank=True, unique=True)
+    #: Remote status verbatim (unknown strings are kept); empty before the first sync.
+    status = models.CharField(_("status"), max_length=32, blank=True)
+    document_count = models.PositiveIntegerField(_("documents"), default=0)
+    chunk_count = models.PositiveIntegerField(_("chunks"), default=0)
+    status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)
+    last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("knowledge base")
+        verbose_name_plural = _("knowledge bases")
+        ordering = ("slug",)
+
+    def __str__(self) -> str:
+        return self.name or self.slug
+
+
+class SyncState(models.TextChoices):
+    """The local push state of a document (how far the app got in sending it)."""
+
+    #: Waiting to be pushed (new, file replaced, or asked to push again).
+    QUEUED = "queued", _("Queued")
+    #: A worker holds the row and is sending it; ``next_attempt_at`` is the lease's end.
+    UPLOADING = "uploading", _("Uploading")
+    #: PromptJuggler answered with a remote id.
+    SYNCED = "synced", _("Synced")
+    #: A transient failure (429, 5xx, network); pushed again at ``next_attempt_at``.
+    RETRYING = "retrying", _("Retrying")
+    #: A definite refusal, or too many attempts; ``last_error`` says why.
+    FAILED = "failed", _("Failed")
+    #: The upload's outcome is unknown (timeout after sending); reconcile decides.
+    NEEDS_REVIEW = "needs_review", _("Needs review")
+
+
+class KnowledgeDocumentQuerySet(models.QuerySet["KnowledgeDocument"]):
+    def due(self, now: Any = None) -> KnowledgeDocumentQuerySet:
+        """Documents a push should pick up now: queued, or retrying whose time has come."""
+        now = now or timezone.now()
+        return self.filter(sync_state__in=(SyncState.QUEUED, SyncState.RETRYING)).filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        )
+
+    def in_flight(self) -> KnowledgeDocumentQuerySet:
+        """Synced documents whose remote processing has not reached a terminal status."""
+        return self.filter(sync_state=SyncState.SYNCED).exclude(
+            remote_status__in=TERMINAL_DOCUMENT_STATUSES
+        )
+
+    def owned_by(self, user: Any) -> KnowledgeDocumentQuerySet:
+        return self.filter(owner=user)
+
+
+class KnowledgeDocument(models.Model):
+    """A local file mirrored as a document in a PromptJuggler knowledge base."""
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase,
+        on_delete=models.CASCADE,
+        related_name="documents",
+        verbose_name=_("knowledge base"),
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="promptjuggler_documents",
+        verbose_name=_("owner"),
+    )
+    file = models.FileField(
+        _("file"), storage=document_storage, upload_to=document_upload_to, max_length=500
+    )
+    #: The name sent as the multipart filename; PromptJuggler reports it back as ``fileName``.
+    file_name = models.CharField(_("file name"), max_length=255, blank=True)
+    file_size = models.BigIntegerField(_("size in bytes"), null=True, blank=True)
+    content_type = models.CharField(_("content type"), max_length=150, blank=True)
+    #: Bumped whenever the file changes, so a push that read an older file can tell.
+    file_version = models.PositiveIntegerField(default=1, editable=False)
+
+    # Mirrored from PromptJuggler.
+    remote_id = models.UUIDField(_("remote id"), null=True, blank=True, unique=True)
+    #: PromptJuggler's status string, verbatim (``pending``, ``sealed``, ``ready``, ``failed``, …).
+    remote_status = models.CharField(_("remote status"), max_length=32, blank=True)
+    chunk_count = models.PositiveIntegerField(_("chunks"), null=True, blank=True)
+    #: When the last applied remote status was observed (webhook signature time or poll time).
+    status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)
+
+    # Local push state.
+    sync_state = models.CharField(
+        _("sync state"), max_length=16, choices=SyncState.choices, default=SyncState.QUEUED
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    pushed_at = models.DateTimeField(_("pushed at"), null=True, blank=True)
+
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = KnowledgeDocumentQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("knowledge document")
+        verbose_name_plural = _("knowledge documents")
+        ordering = ("-created_at", "-pk")
+        indexes = [
+            models.Index(
+                fields=["knowledge_base", "sync_state", "next_attempt_at"],
+                name="pj_doc_kb_state_next",
+            ),
+            models.Index(fields=["sync_state", "next_attempt_at"], name="pj_doc_state_next"),
+            models.Index(fields=["owner", "-created_at"], name="pj_doc_owner_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.file_name or os.path.basename(self.file.name or "") or f"document {self.pk}"
+
+    @property
+    def is_searchable(self) -> bool:
+        return self.remote_status == "ready"
+
+
+class RemoteDeletion(models.Model):
+    """A tombstone: a remote document to delete, written with the local delete.
+
+    Removed when PromptJuggler answers 204 or 404. ``promptjuggler_sync`` drains what is left.
+    """
+
+    remote_id = models.UUIDField(_("remote id"), unique=True)
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("knowledge base"),
+    )
+    knowledge_base_slug = models.CharField(_("knowledge base slug"), max_length=200, blank=True)
+    file_name = models.CharField(_("file name"), max_length=255, blank=True)
+    reason = models.CharField(_("reason"), max_length=32, blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("remote deletion")
+        verbose_name_plural = _("remote deletions")
+        ordering = ("created_at", "pk")
+        indexes = [models.Index(fields=["next_attempt_at"], name="pj_tomb_next")]
+
+    def __str__(self) -> str:
+        return f"delete {self.remote_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One verified webhook delivery, kept for audit, deduplication and replay."""
+
+    class EventType(models.TextChoices):
+        DOCUMENT_FINISHED = "knowledgedocument.finished", "knowledgedocument.finished"
+        KNOWLEDGE_BASE_FINISHED = "knowledgebase.finished", "knowledgebase.finished"
+        PROMPT_RUN_FINISHED = "promptrun.finished", "promptrun.finished"
+        WORKFLOW_RUN_FINISHED = "workflowrun.finished", "workflowrun.finished"
+        #: A run event received on the shape-detecting URL (prompt and workflow runs look alike).
+        RUN_FINISHED = "run.finished", "run.finished"
+        UNKNOWN = "unknown", _("unrecognised")
+
+    class Outcome(models.TextChoices):
+        RECEIVED = "received", _("received, not yet applied")
+        APPLIED = "applied", _("applied")
+        DUPLICATE = "duplicate", _("duplicate")
+        STALE = "stale", _("stale")
+        UNKNOWN_OBJECT = "unknown_object", _("unknown object")
+        UNRECOGNISED = "unrecognised", _("unrecognised")
+        INVALID = "invalid", _("invalid")
+        ERROR = "error", _("error")
+
+    received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
+    event_type = models.CharField(_("event type"), max_length=32, choices=EventType.choices)
+    object_id = models.CharField(_("object id"), max_length=64, blank=True, db_index=True)
+    status = models.CharField(_("status"), max_length=32, blank=True)
+    signature_timestamp = models.DateTimeField(_("signature timestamp"), null=True, blank=True)
+    #: Index of the matching secret in the configured list (rotation audit); never the secret.
+    secret_index = models.PositiveSmallIntegerField(_("secret index"), null=True, blank=True)
+    #: ``sha256(t + "." + body)``: the same delivery sent twice has the same key.
+    dedupe_key = models.CharField(_("dedupe key"), max_length=64, unique=True)
+    body = models.TextField(_("body"), blank=True)
+    body_truncated = models.BooleanField(_("body truncated"), default=False)
+    #: A few request headers (user agent, content type); never the signature.
+    headers = models.JSONField(_("headers"), default=dict, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=Outcome.choices, default=Outcome.RECEIVED
+    )
+    detail = models.TextField(_("detail"), blank=True)
+    duplicate_count = models.PositiveIntegerField(_("duplicates"), default=0)
+    replay_count = models.PositiveIntegerField(_("replays"), default=0)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        ordering = ("-received_at", "-pk")
+        indexes = [
+            models.Index(fields=["event_type", "object_id"], name="pj_hook_event_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.object_id} ({self.outcome})"

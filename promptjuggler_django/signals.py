@@ -1,0 +1,33 @@
+"""The app's public signals. All are sent after the transaction that caused them commits.
+
+Receivers get ``sender`` (the model class, or ``None`` for run events) and the keyword
+arguments documented on each signal. Connect with ``dispatch_uid`` if your module may be
+imported twice.
+"""
+
+from django.dispatch import Signal
+
+#: A document was accepted by PromptJuggler.
+#: Arguments: ``document`` (KnowledgeDocument), ``remote_document`` (client.RemoteDocument).
+upload_succeeded = Signal()
+
+#: A push failed for good (a definite 4xx, or too many attempts).
+#: Arguments: ``document``, ``error`` (str), ``status_code`` (int or None).
+upload_failed = Signal()
+
+#: A remote document was deleted (PromptJuggler answered 204, or 404 = already gone).
+#: Arguments: ``remote_id`` (UUID), ``knowledge_base`` (KnowledgeBase or None).
+remote_deleted = Signal()
+
+#: A document's remote status moved forward.
+#: Arguments: ``document``, ``old_status`` (str), ``new_status`` (str),
+#: ``delivery`` (WebhookDelivery, or None when learned by polling).
+document_status_changed = Signal()
+
+#: A knowledge base's remote status or counts changed.
+#: Arguments: ``knowledge_base``, ``old_status``, ``new_status``, ``delivery`` (or None).
+knowledge_base_status_changed = Signal()
+
+#: A ``promptrun.finished`` or ``workflowrun.finished`` webhook arrived.
+#: Arguments: ``event_type`` (str), ``run_id`` (str), ``status`` (str), ``delivery``.
+run_finished = Signal()

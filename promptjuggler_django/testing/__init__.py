@@ -1,0 +1,1 @@
+"""Test helpers shipped with the app: the PromptJuggler emulator and signing helpers."""

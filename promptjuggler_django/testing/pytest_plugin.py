@@ -1,0 +1,1 @@
+"""pytest fixtures for projects that use promptjuggler_django (registered as a pytest plugin)."""

@@ -1,0 +1,96 @@
+"""Settings for the test suite. ``PJ_TEST_DB=postgres`` runs it on PostgreSQL."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_tasks",
+    "django_tasks_db",
+    "promptjuggler_django",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+if os.environ.get("PJ_TEST_DB") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("PJ_PG_NAME", "postgres"),
+            "USER": os.environ.get("PJ_PG_USER", "postgres"),
+            "HOST": os.environ.get("PJ_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("PJ_PG_PORT", "5432"),
+            "TEST": {"NAME": os.environ.get("PJ_PG_TEST_NAME", "test_promptjuggler")},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": ":memory:",
+            "TEST": {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+            if os.environ.get("PJ_SQLITE_FILE")
+            else {},
+        }
+    }
+
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.InMemoryStorage",
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+
+STATIC_URL = "/static/"
+LOGIN_URL = "/accounts/login/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+PROMPTJUGGLER = {
+    "API_KEY": "pj_test_key",
+    "BASE_URL": "http://127.0.0.1:9",  # tests that talk HTTP point this at the emulator
+    "WEBHOOK_SECRETS": ["whsec_test_primary", "whsec_test_secondary"],
+    "DEFAULT_KNOWLEDGE_BASE": "kb_test",
+    "RETRY_BACKOFF": 0.01,
+    "RETRY_BACKOFF_MAX": 0.05,
+    "CONNECT_TIMEOUT": 2.0,
+    "READ_TIMEOUT": 10.0,
+}
