@@ -1,0 +1,1 @@
+"""Admin for knowledge bases, documents and remote deletions."""
