@@ -2,8 +2,8 @@
 
 Every attribute of :data:`pj_settings` is looked up in ``settings.PROMPTJUGGLER`` at the moment
 it is read, so ``override_settings`` and pytest-django's ``settings`` fixture work without any
-cache to reset. A value of the wrong type raises :class:`~django.core.exceptions.ImproperlyConfigured`
-naming the key and what is expected.
+cache to reset. A value of the wrong type raises
+:class:`~django.core.exceptions.ImproperlyConfigured` naming the key and what is expected.
 """
 
 from __future__ import annotations
@@ -76,10 +76,14 @@ def _is_processing_mode(v: Any) -> bool:
 
 #: Every key of ``settings.PROMPTJUGGLER`` with its default. ``docs/configuration.md`` mirrors it.
 SETTINGS: dict[str, Setting] = {
-    "API_KEY": Setting(None, "a string (or the PROMPTJUGGLER_API_KEY environment variable)", _is_opt_str),
+    "API_KEY": Setting(
+        None, "a string (or the PROMPTJUGGLER_API_KEY environment variable)", _is_opt_str
+    ),
     "BASE_URL": Setting("https://promptjuggler.com", "an http(s) URL string", _is_str),
     "WEBHOOK_SECRETS": Setting((), "a list of non-empty strings", _is_str_seq),
-    "WEBHOOK_SECRET": Setting(None, "a string (shorthand for a one-item WEBHOOK_SECRETS)", _is_opt_str),
+    "WEBHOOK_SECRET": Setting(
+        None, "a string (shorthand for a one-item WEBHOOK_SECRETS)", _is_opt_str
+    ),
     "WEBHOOK_TOLERANCE": Setting(300, "a number of seconds greater than 0", _is_number),
     "WEBHOOK_MAX_BODY_BYTES": Setting(256 * 1024, "a positive int (bytes)", _is_pos_int),
     "WEBHOOK_LOG_BODY_BYTES": Setting(4096, "a non-negative int (bytes)", _is_nonneg_int),
@@ -133,8 +137,9 @@ class PromptJugglerSettings:
         if name == "API_KEY" and not value:
             value = os.environ.get(API_KEY_ENV) or None
         if not spec.check(value):
+            got = _describe(name, value)
             raise ImproperlyConfigured(
-                f'settings.PROMPTJUGGLER["{name}"] must be {spec.kind}; got {_describe(name, value)}.'
+                f'settings.PROMPTJUGGLER["{name}"] must be {spec.kind}; got {got}.'
             )
         if name == "BASE_URL" and not value.startswith(("http://", "https://")):
             raise ImproperlyConfigured(
