@@ -1,0 +1,422 @@
+"""An httpx client for PromptJuggler's four knowledge-base endpoints.
+
+What it adds over a bare HTTP call, and why:
+
+* **Streaming uploads.** Files go out as ``files[0]``, ``files[1]``, … parts read in chunks, so a
+  400 MB file costs no more memory than a 4 KB one (see :mod:`promptjuggler_django._multipart`).
+* **Failures that say what happened.** PromptJuggler has no idempotency key for uploads, so the
+  caller must know whether a failed upload can have created documents: :class:`RequestNotSent`
+  (nothing complete reached the server, safe to send again), :class:`OutcomeUnknown` (the whole
+  request went out, then the connection failed: reconcile before sending again) and
+  :class:`APIError` (a definite answer, with the API's ``error`` message).
+* **Retries where they are safe.** GET and DELETE are idempotent and are retried on network
+  failures, 408, 429 and 5xx with capped exponential backoff, full jitter and ``Retry-After``.
+  An upload is only sent again when the server cannot have received it whole.
+* **No secret leaks.** The API key is only ever in the ``Authorization`` header: never in a repr,
+  a log line or an exception (exceptions are raised outside the ``except`` block so they carry no
+  httpx exception, whose request holds the headers).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import quote
+from uuid import UUID
+
+import httpx
+
+from . import __version__
+from ._errors import (
+    ERRORS_BY_STATUS,
+    APIError,
+    AuthenticationError,
+    FileReadError,
+    InvalidResponse,
+    NotFound,
+    OutcomeUnknown,
+    PermissionDenied,
+    PromptJugglerError,
+    RateLimited,
+    RequestNotSent,
+    ServerError,
+    UnprocessableEntity,
+)
+from ._multipart import (
+    BodyProgress,
+    MultipartBody,
+    Part,
+    StreamError,
+    UploadFile,
+    remote_file_name,
+    rewind,
+    rewind_positions,
+)
+from ._shapes import (
+    RemoteDocument,
+    RemoteKnowledgeBase,
+    ShapeError,
+    error_message,
+    parse_document,
+    parse_documents,
+    parse_json,
+    parse_knowledge_base,
+    parse_retry_after,
+)
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "FileReadError",
+    "InvalidResponse",
+    "NotFound",
+    "OutcomeUnknown",
+    "PermissionDenied",
+    "PromptJugglerClient",
+    "PromptJugglerError",
+    "RateLimited",
+    "RemoteDocument",
+    "RemoteKnowledgeBase",
+    "RequestNotSent",
+    "ServerError",
+    "UnprocessableEntity",
+    "UploadFile",
+    "parse_retry_after",
+    "remote_file_name",
+]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: How much of an error body is kept on an exception (the API's are a few bytes of JSON).
+ERROR_BODY_LIMIT = 2048
+#: Bodies read from the API are capped; a knowledge base with 100 000 documents is ~20 MB.
+RESPONSE_BODY_LIMIT = 64 * 1024 * 1024
+
+
+class PromptJugglerClient:
+    """Talks to PromptJuggler. One instance holds one connection pool: reuse it, then close it."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = "https://promptjuggler.com",
+        timeout: httpx.Timeout | None = None,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        chunk_size: int = 65536,
+        transport: httpx.BaseTransport | None = None,
+        user_agent: str | None = None,
+    ) -> None:
+        if not api_key or not isinstance(api_key, str):
+            raise ValueError("api_key must be a non-empty string")
+        if max_retries < 0 or backoff < 0 or backoff_max < 0 or chunk_size <= 0:
+            raise ValueError("max_retries, backoff and backoff_max must be >= 0, chunk_size > 0")
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout or httpx.Timeout(connect=5.0, read=60.0, write=60.0, pool=5.0)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.chunk_size = chunk_size
+        self._sleep = time.sleep  # replaced in tests to observe the waits
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=self.timeout,
+            transport=transport,
+            follow_redirects=False,  # a redirect must not carry the bearer token elsewhere
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "User-Agent": user_agent
+                or f"promptjuggler-django/{__version__} httpx/{httpx.__version__}",
+            },
+        )
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> PromptJugglerClient:
+        """A client configured from ``settings.PROMPTJUGGLER``; keyword arguments win."""
+        from django.core.exceptions import ImproperlyConfigured
+
+        from .conf import API_KEY_ENV, pj_settings
+
+        s = pj_settings
+        kwargs: dict[str, Any] = {
+            "base_url": s.BASE_URL,
+            "max_retries": s.MAX_RETRIES,
+            "backoff": s.RETRY_BACKOFF,
+            "backoff_max": s.RETRY_BACKOFF_MAX,
+            "chunk_size": s.UPLOAD_CHUNK_SIZE,
+        }
+        if "timeout" not in overrides:
+            kwargs["timeout"] = httpx.Timeout(
+                connect=s.CONNECT_TIMEOUT,
+                read=s.READ_TIMEOUT,
+                write=s.WRITE_TIMEOUT,
+                pool=s.POOL_TIMEOUT,
+            )
+        if "api_key" not in overrides:
+            kwargs["api_key"] = s.API_KEY
+            if not kwargs["api_key"]:
+                raise ImproperlyConfigured(
+                    'settings.PROMPTJUGGLER["API_KEY"] is not set (nor the '
+                    f"{API_KEY_ENV} environment variable): the client needs an API key."
+                )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<PromptJugglerClient base_url={self.base_url!r}>"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PromptJugglerClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the four endpoints ------------------------------------------------------------------
+
+    def upload_documents(self, slug: str, files: Sequence[UploadFile]) -> list[RemoteDocument]:
+        """Upload ``files`` to knowledge base ``slug`` in one request; one document per file.
+
+        Not retried once the server may have the whole request: 429 and 5xx raise at once (the
+        caller schedules the next attempt), a failure after the body was sent raises
+        :class:`OutcomeUnknown`. It is sent again only when the connection failed before the
+        body started, or before it ended and every stream can seek back to where it began.
+        """
+        if not files:
+            raise ValueError("upload_documents needs at least one file")
+        path = f"/api/v1/knowledge-bases/{_segment(slug)}/documents"
+        parts = [Part(f.file_name, f.content_type or "", f.stream, f.size) for f in files]
+        body = MultipartBody(parts, chunk_size=self.chunk_size)
+        streams = [f.stream for f in files]
+        positions = rewind_positions(streams)
+        headers = {"Content-Type": body.content_type}
+        length = body.content_length
+        if length is not None:
+            headers["Content-Length"] = str(length)  # httpx then does not chunk
+        attempt = 0
+        while True:
+            progress = BodyProgress()
+            try:
+                answer = self._send_once(
+                    "POST", path, headers=headers, body=body, progress=progress
+                )
+            except FileReadError:
+                raise
+            except RequestNotSent as exc:
+                # Nothing complete reached the server. Send again only with the same bytes: from
+                # the start when no stream was read yet, or after seeking every stream back.
+                can_resend = not progress.streams_touched or (
+                    positions is not None and rewind(streams, positions)
+                )
+                if attempt >= self.max_retries or not can_resend:
+                    raise
+                attempt += 1
+                self._wait(attempt, None, exc)
+                continue
+            return self._parse(parse_documents, answer, "POST", path)
+
+    def get_knowledge_base(self, slug_or_id: str) -> RemoteKnowledgeBase:
+        """The knowledge base (by slug, an old slug alias, or id) with all its documents."""
+        path = f"/api/v1/knowledge-bases/{_segment(str(slug_or_id))}"
+        answer = self._request_idempotent("GET", path)
+        return self._parse(parse_knowledge_base, answer, "GET", path)
+
+    def get_document(self, document_id: UUID | str) -> RemoteDocument:
+        """One document, with its ``chunk_count``."""
+        path = f"/api/v1/knowledge-documents/{_document_id(document_id)}"
+        answer = self._request_idempotent("GET", path)
+        return self._parse(parse_document, answer, "GET", path)
+
+    def delete_document(self, document_id: UUID | str) -> bool:
+        """Delete a document: True when it was deleted, False when it was already gone (404).
+
+        Both mean the document no longer exists remotely.
+        """
+        path = f"/api/v1/knowledge-documents/{_document_id(document_id)}"
+        try:
+            self._request_idempotent("DELETE", path)
+        except NotFound:
+            return False
+        return True
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _request_idempotent(self, method: str, path: str) -> _Answer:
+        """Send an idempotent request, retrying failures and retryable answers."""
+        attempt = 0
+        while True:
+            try:
+                return self._send_once(method, path)
+            except (RequestNotSent, OutcomeUnknown, APIError) as exc:
+                retry_after = exc.retry_after if isinstance(exc, APIError) else None
+                retryable = not isinstance(exc, APIError) or exc.retryable
+                # A server asking for a longer pause than we would ever wait is better served by
+                # the caller's scheduler (it gets retry_after) than by a worker asleep.
+                too_long = retry_after is not None and retry_after > self.backoff_max
+                if not retryable or too_long or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                self._wait(attempt, retry_after, exc)
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: MultipartBody | None = None,
+        progress: BodyProgress | None = None,
+    ) -> _Answer:
+        """One HTTP exchange: returns a 2xx answer, or raises a typed error.
+
+        Typed errors are raised after the ``try`` so that they carry no httpx exception as their
+        context: those hold the request, and the request holds the Authorization header.
+        """
+        content = body.chunks(progress) if body is not None and progress is not None else None
+        started = time.monotonic()
+        error: PromptJugglerError | None = None
+        try:
+            request = self._http.build_request(method, path, headers=headers, content=content)
+            response = self._http.send(request, stream=True)
+            try:
+                limit = RESPONSE_BODY_LIMIT if response.is_success else ERROR_BODY_LIMIT
+                answer = _Answer(response.status_code, _read_capped(response, limit), response)
+            finally:
+                response.close()
+        except httpx.RequestError as exc:
+            error = self._classify(exc, method, path, progress)
+        except StreamError as exc:
+            error = FileReadError(f"{method} {path}: {exc}", method=method, path=path)
+        finally:
+            if content is not None:
+                content.close()
+        elapsed = time.monotonic() - started
+        if error is not None:
+            logger.debug(
+                "%s %s failed after %.3fs: %s", method, path, elapsed, type(error).__name__
+            )
+            raise error
+        logger.debug("%s %s -> %s in %.3fs", method, path, answer.status_code, elapsed)
+        if not 200 <= answer.status_code < 300:
+            # 3xx too: following a redirect would hand the bearer token to another address.
+            raise self._api_error(answer, method, path)
+        return answer
+
+    def _classify(
+        self, exc: httpx.RequestError, method: str, path: str, progress: BodyProgress | None
+    ) -> PromptJugglerError:
+        """Map an httpx failure to "not sent" or "outcome unknown" by how far the request got."""
+        what = f"{method} {path}: {type(exc).__name__}: {self._redact(str(exc) or 'no detail')}"
+        kw = {"method": method, "path": path}
+        if isinstance(exc, _NEVER_SENT):
+            return RequestNotSent(f"{what} (not sent)", **kw)
+        if progress is not None and not progress.complete:
+            # httpcore swallows a write error to read an early answer; when none comes, the
+            # server holds a truncated body it cannot have acted on.
+            return RequestNotSent(f"{what} (after {progress.sent} bytes of the body)", **kw)
+        if progress is None and isinstance(exc, httpx.WriteTimeout):
+            return RequestNotSent(f"{what} (while sending the request)", **kw)
+        return OutcomeUnknown(f"{what} (the request was sent; it may have been processed)", **kw)
+
+    def _wait(self, attempt: int, retry_after: float | None, exc: Exception) -> None:
+        """Full-jitter exponential backoff, never shorter than the server's ``Retry-After``."""
+        ceiling = min(self.backoff_max, self.backoff * (2 ** (attempt - 1)))
+        delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        logger.debug("retry %d/%d in %.2fs after %s", attempt, self.max_retries, delay, exc)
+        self._sleep(delay)
+
+    # -- parsing -----------------------------------------------------------------------------
+
+    def _api_error(self, answer: _Answer, method: str, path: str) -> APIError:
+        text = self._redact(answer.content.decode("utf-8", "replace"))
+        status = answer.status_code
+        message = error_message(text) or answer.reason or "no message"
+        cls = ERRORS_BY_STATUS.get(status) or (ServerError if status >= 500 else APIError)
+        return cls(
+            message[:500],
+            status_code=status,
+            retry_after=parse_retry_after(answer.headers.get("Retry-After")),
+            body=text,
+            method=method,
+            path=path,
+        )
+
+    def _parse(self, parser: Callable[[Any], _T], answer: _Answer, method: str, path: str) -> _T:
+        """Apply ``parser`` to the JSON body; a body of the wrong shape is an InvalidResponse."""
+        try:
+            return parser(parse_json(answer.content))
+        except ShapeError as exc:
+            why = str(exc)
+        body = self._redact(answer.content[:ERROR_BODY_LIMIT].decode("utf-8", "replace"))
+        raise InvalidResponse(
+            f"{method} {path} -> {answer.status_code}: unexpected body ({self._redact(why)})",
+            status_code=answer.status_code,
+            body=body,
+            method=method,
+            path=path,
+        )
+
+    def _redact(self, text: str) -> str:
+        # Belt and braces: a proxy or server that echoes the request must not leak the key.
+        return text.replace(self._api_key, "[redacted]")
+
+
+#: Failures that happen before any byte of the request leaves (or that httpx refuses to send).
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.ProxyError,
+)
+
+
+@dataclass
+class _Answer:
+    """A finished HTTP answer: status, (capped) body bytes, headers."""
+
+    status_code: int
+    content: bytes
+    response: httpx.Response = field(repr=False)
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.response.headers
+
+    @property
+    def reason(self) -> str:
+        return self.response.reason_phrase
+
+
+def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def _segment(value: str) -> str:
+    if not value:
+        raise ValueError("a knowledge-base slug or id is required")
+    return quote(value, safe="")
+
+
+def _document_id(value: UUID | str) -> str:
+    return str(value if isinstance(value, UUID) else UUID(str(value)))
