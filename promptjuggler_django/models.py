@@ -185,7 +185,9 @@ class RemoteDeletion(models.Model):
     Removed when PromptJuggler answers 204 or 404. ``promptjuggler_sync`` drains what is left.
     """
 
-    remote_id = models.UUIDField(_("remote id"), unique=True)
+    #: Null for an upload whose outcome was unknown when its row was deleted: reconcile then
+    #: looks for a remote document no row knows with this ``file_name`` and ``file_size``.
+    remote_id = models.UUIDField(_("remote id"), unique=True, null=True, blank=True)
     knowledge_base = models.ForeignKey(
         KnowledgeBase,
         on_delete=models.SET_NULL,
@@ -196,6 +198,7 @@ class RemoteDeletion(models.Model):
     )
     knowledge_base_slug = models.CharField(_("knowledge base slug"), max_length=200, blank=True)
     file_name = models.CharField(_("file name"), max_length=255, blank=True)
+    file_size = models.BigIntegerField(_("size in bytes"), null=True, blank=True)
     reason = models.CharField(_("reason"), max_length=32, blank=True)
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     last_error = models.TextField(_("last error"), blank=True)

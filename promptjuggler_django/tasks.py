@@ -71,3 +71,25 @@ def enqueue(task_obj: Any, *args: Any) -> bool:
         )
         return False
     return True
+
+
+def enqueue_at(task_obj: Any, when: Any, *args: Any) -> bool:
+    """Enqueue ``task_obj`` to run at ``when`` if the backend can defer; False otherwise.
+
+    Used for pushes waiting out a backoff. Without deferral (the immediate backend, for one)
+    nothing is enqueued and ``promptjuggler_sync`` picks the work up once it is due.
+    """
+    try:
+        configured = task_obj.using(
+            backend=pj_settings.TASK_BACKEND, queue_name=pj_settings.TASK_QUEUE
+        )
+        if not configured.get_backend().supports_defer:
+            return False
+        configured.using(run_after=when).enqueue(*args)
+    except Exception:
+        logger.exception(
+            "Could not schedule %s; promptjuggler_sync will pick the work up.",
+            getattr(task_obj, "name", task_obj),
+        )
+        return False
+    return True

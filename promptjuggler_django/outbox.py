@@ -1,0 +1,239 @@
+"""The outbox: recording remote work in the database and triggering it after commit.
+
+Every remote side effect is first a row (a queued document, a tombstone) written in the same
+transaction as the change that caused it. Tasks are only a fast trigger for that work, so they
+are enqueued with ``transaction.on_commit``: a rolled-back transaction enqueues nothing, and
+2,000 documents saved in one transaction enqueue one push per knowledge base, not 2,000.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
+
+from . import tasks
+from .conf import pj_settings
+from .models import KnowledgeBase, RemoteDeletion
+
+logger = logging.getLogger("promptjuggler_django.sync")
+
+# -- suppressing automatic sync --------------------------------------------------------------
+
+_suppressed: ContextVar[bool] = ContextVar("promptjuggler_sync_suppressed", default=False)
+
+
+@contextmanager
+def suppress_sync() -> Iterator[None]:
+    """Skip the app's save/delete receivers inside the block (this thread or task only).
+
+    A context variable rather than disconnected receivers: other threads and concurrent async
+    tasks keep syncing. Rows saved inside keep the state they are given (a new document is
+    ``queued`` by default and the next ``promptjuggler_sync`` or :func:`push_queryset` pushes
+    it); rows deleted inside leave no tombstone, so their remote copies stay.
+    """
+    token = _suppressed.set(True)
+    try:
+        yield
+    finally:
+        _suppressed.reset(token)
+
+
+def sync_suppressed() -> bool:
+    """True inside :func:`suppress_sync`."""
+    return _suppressed.get()
+
+
+# -- enqueue once per transaction ------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Pending:
+    """Work collected during one transaction on one connection, enqueued once at commit."""
+
+    knowledge_base_ids: set[int] = field(default_factory=set)
+    tombstone_remote_ids: set[UUID] = field(default_factory=set)
+
+
+# Keyed by the connection object (connections are per thread), so threads never share a set.
+_pending: weakref.WeakKeyDictionary[Any, _Pending] = weakref.WeakKeyDictionary()
+
+
+class _FlushHook:
+    """The on_commit callback of one :func:`_collect` call; knows the set it flushes."""
+
+    __slots__ = ("connection", "entry", "using")
+
+    def __init__(self, connection: Any, entry: _Pending, using: str) -> None:
+        self.connection, self.entry, self.using = connection, entry, using
+
+    def __call__(self) -> None:
+        if _pending.get(self.connection) is self.entry:
+            del _pending[self.connection]
+            _flush(self.entry, self.using)
+
+
+def _pending_entry(connection: Any) -> _Pending | None:
+    """The connection's pending set, unless its transaction rolled back (hooks discarded)."""
+    entry = _pending.get(connection)
+    if entry is None:
+        return None
+    for hook in reversed(connection.run_on_commit):  # ours is usually the last one
+        if isinstance(hook[1], _FlushHook) and hook[1].entry is entry:
+            return entry
+    del _pending[connection]
+    return None
+
+
+def _collect(using: str, kb_ids: Iterable[int] = (), remote_ids: Iterable[UUID] = ()) -> None:
+    """Add work to the transaction's pending set and make sure its commit flushes it.
+
+    Each call registers a tiny on_commit hook, but only the first hook to run enqueues (the
+    others find the set gone), so a transaction saving 2,000 documents enqueues one push per
+    knowledge base. One hook per call, rather than one per transaction, keeps this right when
+    a savepoint rolls back (its hooks are discarded, earlier ones stay) and under
+    ``captureOnCommitCallbacks``, which only runs hooks registered inside its block. A set
+    whose hooks were all discarded (the transaction rolled back) is dropped.
+    """
+    connection = connections[using]
+    if not connection.in_atomic_block:  # autocommit: on_commit would run at once anyway
+        _flush(_Pending(set(kb_ids), set(remote_ids)), using)
+        return
+    entry = _pending_entry(connection)
+    if entry is None:
+        entry = _pending[connection] = _Pending()
+    entry.knowledge_base_ids.update(kb_ids)
+    entry.tombstone_remote_ids.update(remote_ids)
+    transaction.on_commit(_FlushHook(connection, entry, using), using=using, robust=True)
+
+
+#: Tombstone ids per delete task (a task argument list stays small).
+_TOMBSTONES_PER_TASK = 200
+
+
+def _flush(entry: _Pending, using: str) -> None:
+    if not pj_settings.SYNC_ENABLED:
+        return  # the rows stay queued; promptjuggler_sync does the work
+    for kb_id in sorted(entry.knowledge_base_ids):
+        tasks.enqueue(tasks.push_knowledge_base_task, kb_id)
+    if entry.tombstone_remote_ids:
+        ids = list(
+            RemoteDeletion.objects.using(using)
+            .filter(remote_id__in=list(entry.tombstone_remote_ids))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        for start in range(0, len(ids), _TOMBSTONES_PER_TASK):
+            tasks.enqueue(tasks.delete_remote_task, ids[start : start + _TOMBSTONES_PER_TASK])
+
+
+def _db_alias(using: str | None) -> str:
+    return using or router.db_for_write(RemoteDeletion) or DEFAULT_DB_ALIAS
+
+
+def enqueue_push_for(knowledge_base_ids: Iterable[int], *, using: str | None = None) -> None:
+    """Push the due documents of these knowledge bases once the current transaction commits.
+
+    Called any number of times in one transaction, it enqueues one push task per knowledge
+    base at commit (nothing on rollback). Outside a transaction it enqueues at once.
+    """
+    _collect(_db_alias(using), kb_ids=knowledge_base_ids)
+
+
+def schedule_retry(knowledge_base_id: int, when: datetime) -> bool:
+    """Ask the task backend to push this knowledge base again at ``when``, if it can defer.
+
+    Backends without deferral (the immediate one, some queues) return False: the documents
+    wait in ``retrying`` for the next ``promptjuggler_sync`` or push.
+    """
+    if not pj_settings.SYNC_ENABLED:
+        return False
+    return tasks.enqueue_at(tasks.push_knowledge_base_task, when, knowledge_base_id)
+
+
+# -- tombstones ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """What to delete remotely, and why (``reason`` is shown in the admin)."""
+
+    remote_id: UUID | None
+    knowledge_base_id: int | None
+    knowledge_base_slug: str
+    file_name: str = ""
+    file_size: int | None = None
+    reason: str = ""
+
+
+def write_tombstones(tombstones: Iterable[Tombstone], *, using: str | None = None) -> int:
+    """Insert tombstones in the current transaction and drain them after commit.
+
+    A remote id already tombstoned is skipped. Tombstones without a remote id mark an upload
+    whose outcome is unknown; reconcile resolves them. Returns how many rows were offered.
+    """
+    alias = _db_alias(using)
+    rows = [
+        RemoteDeletion(
+            remote_id=t.remote_id,
+            knowledge_base_id=t.knowledge_base_id,
+            knowledge_base_slug=t.knowledge_base_slug,
+            file_name=t.file_name[:255],
+            file_size=t.file_size,
+            reason=t.reason[:32],
+        )
+        for t in tombstones
+    ]
+    if not rows:
+        return 0
+    RemoteDeletion.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
+    remote_ids = [r.remote_id for r in rows if r.remote_id is not None]
+    if remote_ids:
+        _collect(alias, remote_ids=remote_ids)
+    return len(rows)
+
+
+def may_have_unrecorded_copy(sync_state: str, attempts: int) -> bool:
+    """Whether a row without a remote id may still have one remotely.
+
+    It was sent at least once and never stored an answer: a timeout after sending, a 5xx
+    after PromptJuggler had stored the file, a worker that died mid-upload. Deleting or
+    re-pushing such a row leaves a tombstone without remote id that reconcile resolves.
+    """
+    return attempts > 0 and sync_state != "synced"
+
+
+def tombstone_for(document: Any, reason: str, remote_id: UUID | None = None) -> Tombstone:
+    """A tombstone for ``document``'s remote copy (``remote_id`` overrides the row's)."""
+    kb_id = document.knowledge_base_id
+    slug = ""
+    kb = document._state.fields_cache.get("knowledge_base")
+    if isinstance(kb, KnowledgeBase):
+        slug = kb.slug
+    elif kb_id is not None:
+        slug = KnowledgeBase.objects.filter(pk=kb_id).values_list("slug", flat=True).first() or ""
+    return Tombstone(
+        remote_id=remote_id if remote_id is not None else document.remote_id,
+        knowledge_base_id=kb_id,
+        knowledge_base_slug=slug,
+        file_name=document.file_name or "",
+        file_size=document.file_size,
+        reason=reason,
+    )
+
+
+def drain_after_commit(remote_ids: Iterable[UUID], *, using: str | None = None) -> None:
+    """Enqueue the deletion of already written tombstones once the transaction commits."""
+    _collect(_db_alias(using), remote_ids=remote_ids)
+
+
+def default_using(using: str | None = None) -> str:
+    return using or DEFAULT_DB_ALIAS

@@ -1,0 +1,129 @@
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import InMemoryStorage
+from django.db import IntegrityError
+from django.utils import timezone
+
+from promptjuggler_django.models import (
+    KnowledgeBase,
+    KnowledgeDocument,
+    RemoteDeletion,
+    SyncState,
+    WebhookDelivery,
+    document_storage,
+    document_upload_to,
+)
+from promptjuggler_django.sync import suppress_sync
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def kb():
+    return KnowledgeBase.objects.create(slug="kb_models")
+
+
+def make_doc(kb, name="a.txt", **fields):
+    with suppress_sync():
+        return KnowledgeDocument.objects.create(
+            knowledge_base=kb, file=ContentFile(b"hello", name=name), **fields
+        )
+
+
+def test_document_defaults(kb):
+    doc = make_doc(kb)
+    assert doc.sync_state == SyncState.QUEUED
+    assert doc.remote_id is None
+    assert doc.remote_status == ""
+    assert doc.attempts == 0
+    assert doc.file.read() == b"hello"
+
+
+def test_upload_path_uses_strftime_setting(kb, settings):
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "UPLOAD_TO": "docs/%Y/"}
+    path = document_upload_to(KnowledgeDocument(knowledge_base=kb), "dir/report.pdf")
+    assert path == f"docs/{timezone.now():%Y}/report.pdf"
+
+
+def test_upload_path_accepts_a_callable(kb, settings):
+    settings.PROMPTJUGGLER = {
+        **settings.PROMPTJUGGLER,
+        "UPLOAD_TO": lambda instance, filename: f"kb/{instance.knowledge_base.slug}/{filename}",
+    }
+    doc = make_doc(kb, name="x.md")
+    assert doc.file.name.startswith("kb/kb_models/x")
+
+
+def test_storage_is_configurable(settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "documents": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "STORAGE": "documents"}
+    from django.core.files.storage import storages
+
+    assert document_storage() is storages["documents"]
+    assert isinstance(document_storage(), InMemoryStorage)
+
+
+def test_remote_id_is_unique(kb):
+    rid = uuid.uuid4()
+    make_doc(kb, remote_id=rid)
+    with pytest.raises(IntegrityError):
+        make_doc(kb, name="b.txt", remote_id=rid)
+
+
+def test_due_selects_queued_and_retrying_whose_time_came(kb):
+    now = timezone.now()
+    queued = make_doc(kb)
+    later = make_doc(kb, sync_state=SyncState.RETRYING, next_attempt_at=now + timedelta(hours=1))
+    ready = make_doc(kb, sync_state=SyncState.RETRYING, next_attempt_at=now - timedelta(seconds=1))
+    make_doc(kb, sync_state=SyncState.SYNCED)
+    make_doc(kb, sync_state=SyncState.FAILED)
+    due = set(KnowledgeDocument.objects.due(now))
+    assert due == {queued, ready}
+    assert later not in due
+
+
+def test_in_flight_excludes_terminal_statuses(kb):
+    pending = make_doc(kb, sync_state=SyncState.SYNCED, remote_status="pending")
+    sealed = make_doc(kb, sync_state=SyncState.SYNCED, remote_status="sealed")
+    odd = make_doc(kb, sync_state=SyncState.SYNCED, remote_status="brand-new-status")
+    make_doc(kb, sync_state=SyncState.SYNCED, remote_status="ready")
+    make_doc(kb, sync_state=SyncState.SYNCED, remote_status="failed")
+    assert set(KnowledgeDocument.objects.in_flight()) == {pending, sealed, odd}
+
+
+def test_unknown_remote_status_is_stored_verbatim(kb):
+    doc = make_doc(kb, remote_status="vectorizing")
+    doc.refresh_from_db()
+    assert doc.remote_status == "vectorizing"
+    assert not doc.is_searchable
+
+
+def test_tombstone_survives_knowledge_base_deletion(kb):
+    tomb = RemoteDeletion.objects.create(
+        remote_id=uuid.uuid4(), knowledge_base=kb, knowledge_base_slug=kb.slug
+    )
+    with suppress_sync():
+        kb.delete()
+    tomb.refresh_from_db()
+    assert tomb.knowledge_base is None
+    assert tomb.knowledge_base_slug == "kb_models"
+
+
+def test_webhook_dedupe_key_is_unique():
+    WebhookDelivery.objects.create(event_type="unknown", dedupe_key="k" * 64)
+    with pytest.raises(IntegrityError):
+        WebhookDelivery.objects.create(event_type="unknown", dedupe_key="k" * 64)
+
+
+def test_str_representations(kb):
+    doc = make_doc(kb, name="notes.md", file_name="notes.md")
+    assert str(doc) == "notes.md"
+    assert str(kb) == "kb_models"
+    kb.name = "Handbook"
+    assert str(kb) == "Handbook"

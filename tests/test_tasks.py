@@ -1,0 +1,159 @@
+"""The tasks, through the immediate backend, django-tasks-db's worker and RQ on Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from django.utils import timezone
+
+from promptjuggler_django import tasks
+from promptjuggler_django.models import KnowledgeDocument, RemoteDeletion, SyncState
+from tests.sync_support import kb, make_doc, pj, remote_state  # noqa: F401
+
+
+@pytest.mark.django_db
+def test_immediate_backend_runs_every_task(pj: Any, kb: Any) -> None:
+    a = make_doc(kb, "a.txt")
+    b = make_doc(kb, "b.txt")
+    tasks.push_documents_task.enqueue([a.pk])
+    a.refresh_from_db()
+    assert a.sync_state == SyncState.SYNCED
+    tasks.push_knowledge_base_task.enqueue(kb.pk)
+    b.refresh_from_db()
+    assert b.sync_state == SyncState.SYNCED
+    tomb = RemoteDeletion.objects.create(remote_id=a.remote_id, knowledge_base=kb)
+    tasks.delete_remote_task.enqueue([tomb.pk])
+    assert not RemoteDeletion.objects.exists()
+    assert set(remote_state(pj)) == {"b.txt"}
+
+
+@pytest.mark.django_db
+def test_tasks_on_missing_rows_are_no_ops(pj: Any, kb: Any) -> None:
+    for result in (
+        tasks.push_documents_task.enqueue([424242]),
+        tasks.push_knowledge_base_task.enqueue(424242),
+        tasks.delete_remote_task.enqueue([424242]),
+    ):
+        assert result.status == "SUCCESSFUL"
+    assert pj.request_count() == 0
+
+
+@pytest.mark.django_db
+def test_enqueue_failure_is_logged_not_raised(kb: Any, settings: Any, caplog: Any) -> None:
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "TASK_BACKEND": "nope"}
+    assert tasks.enqueue(tasks.push_knowledge_base_task, kb.pk) is False
+    assert "promptjuggler_sync will pick the work up" in caplog.text
+
+
+@pytest.fixture
+def database_backend(settings: Any) -> None:
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+
+def run_db_worker() -> None:
+    call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0.01", verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_backend_end_to_end(pj: Any, kb: Any, database_backend: None) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    with transaction.atomic():
+        docs = [make_doc(kb, f"db{i}.txt", f"db {i}".encode()) for i in range(25)]
+    # One push task for the knowledge base, however many documents the transaction saved.
+    assert DBTaskResult.objects.count() == 1
+    assert pj.request_count() == 0  # queued, not run
+    run_db_worker()
+    assert {KnowledgeDocument.objects.get(pk=d.pk).sync_state for d in docs} == {SyncState.SYNCED}
+    assert len(remote_state(pj)) == 25
+    with transaction.atomic():
+        KnowledgeDocument.objects.filter(pk__in=[d.pk for d in docs[:10]]).delete()
+    assert RemoteDeletion.objects.count() == 10
+    run_db_worker()
+    assert RemoteDeletion.objects.count() == 0
+    assert len(remote_state(pj)) == 15
+    assert set(DBTaskResult.objects.values_list("status", flat=True)) == {"SUCCESSFUL"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_backend_defers_the_retry(
+    pj: Any, kb: Any, database_backend: None, settings: Any
+) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "PUSH_BACKOFF": 1.0}
+
+    pj.set_fault("upload", status=503, times=1)
+    doc = make_doc(kb, "later.txt")
+    run_db_worker()
+    doc.refresh_from_db()
+    assert doc.sync_state == SyncState.RETRYING
+    deferred = DBTaskResult.objects.filter(status="READY").get()
+    assert deferred.run_after is not None
+    assert abs((deferred.run_after - doc.next_attempt_at).total_seconds()) < 0.01
+    time.sleep(max(0.0, (doc.next_attempt_at - timezone.now()).total_seconds()) + 0.05)
+    run_db_worker()
+    doc.refresh_from_db()
+    assert doc.sync_state == SyncState.SYNCED
+
+
+REDIS_QUEUE = "pj-sync-tests"
+
+
+@pytest.fixture
+def rq_backend(settings: Any) -> Any:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    settings.RQ_QUEUES = {REDIS_QUEUE: {"HOST": "127.0.0.1", "PORT": 6379, "DB": 15}}
+    settings.TASKS = {
+        "default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": [REDIS_QUEUE]}
+    }
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "TASK_QUEUE": REDIS_QUEUE}
+    import django_rq
+    from django_tasks_rq import Job
+
+    queue = django_rq.get_queue(REDIS_QUEUE, job_class=Job)
+    queue.empty()
+    yield queue
+    queue.empty()
+
+
+def run_rq_worker(queue: Any) -> None:
+    from django_tasks_rq import Job
+    from rq import SimpleWorker
+
+    worker = SimpleWorker([queue], connection=queue.connection, job_class=Job)
+    worker.work(burst=True, with_scheduler=False)
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_rq_backend_end_to_end(pj: Any, kb: Any, rq_backend: Any) -> None:
+    with transaction.atomic():
+        docs = [make_doc(kb, f"rq{i}.txt", f"rq {i}".encode()) for i in range(12)]
+    assert rq_backend.count == 1  # one push task for the knowledge base
+    run_rq_worker(rq_backend)
+    assert {KnowledgeDocument.objects.get(pk=d.pk).sync_state for d in docs} == {SyncState.SYNCED}
+    remote_id = KnowledgeDocument.objects.get(pk=docs[0].pk).remote_id
+    docs[0].delete()
+    run_rq_worker(rq_backend)
+    assert pj.document(remote_id) is None
+    assert len(remote_state(pj)) == 11
+    assert not RemoteDeletion.objects.exists()
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_rq_task_arguments_are_plain_ids(kb: Any, rq_backend: Any) -> None:
+    doc = make_doc(kb, "ids.txt")
+    job = rq_backend.jobs[0]
+    assert job.args == [kb.pk] or job.args == (kb.pk,)
+    assert isinstance(doc.pk, int) and uuid.UUID(int=0)
