@@ -5,6 +5,9 @@ arguments documented on each signal. Connect with ``dispatch_uid`` if your modul
 imported twice.
 """
 
+from typing import Any
+
+from django.db import transaction
 from django.dispatch import Signal
 
 #: A document was accepted by PromptJuggler.
@@ -31,3 +34,16 @@ knowledge_base_status_changed = Signal()
 #: A ``promptrun.finished`` or ``workflowrun.finished`` webhook arrived.
 #: Arguments: ``event_type`` (str), ``run_id`` (str), ``status`` (str), ``delivery``.
 run_finished = Signal()
+
+
+def send_on_commit(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Send ``signal`` to every receiver once the current transaction commits.
+
+    Nothing is sent if it rolls back. Receivers are isolated (``send_robust``): one that raises is
+    logged to ``django.dispatch`` and neither stops the others nor fails the committed work.
+    """
+
+    def send() -> None:
+        signal.send_robust(sender=sender, **kwargs)
+
+    transaction.on_commit(send, robust=True)

@@ -10,10 +10,11 @@ Unknown status strings (PromptJuggler may add some) are stored, never fatal: the
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
+from typing import TypeVar
 from uuid import UUID
 
-from django.db import transaction
+from django.db import models, transaction
+from django.dispatch import Signal
 
 from . import signals
 from .models import (
@@ -25,6 +26,8 @@ from .models import (
 )
 
 _UNKNOWN_RANK = 1
+
+_M = TypeVar("_M", KnowledgeDocument, KnowledgeBase)
 
 
 def rank(status: str) -> int:
@@ -69,6 +72,29 @@ STALE = "stale"
 UNKNOWN_OBJECT = "unknown_object"
 
 
+#: The columns the rules read, per model: all a locked read needs when nobody listens.
+_RULE_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
+    KnowledgeDocument: ("remote_id", "remote_status", "chunk_count", "status_changed_at"),
+    KnowledgeBase: ("remote_id", "status", "document_count", "chunk_count", "status_changed_at"),
+}
+
+
+def _locked(model: type[_M], remote_id: UUID | str, signal: Signal) -> _M | None:
+    """The row with ``remote_id``, locked until the transaction ends, or ``None``.
+
+    ``signal``'s receivers get the whole row; without any, only the columns the rules read are
+    fetched (webhooks are a hot path, and a wide row costs more to read than to lock).
+    ``get()`` rather than ``first()``: a unique key needs no ORDER BY.
+    """
+    rows = model._default_manager.select_for_update()
+    if not signal.has_listeners(model):
+        rows = rows.only(*_RULE_FIELDS[model])
+    try:
+        return rows.get(remote_id=remote_id)
+    except model.DoesNotExist:
+        return None
+
+
 def apply_document_status(
     *,
     remote_id: UUID | str,
@@ -80,17 +106,14 @@ def apply_document_status(
     """Move the document with ``remote_id`` forward to ``status``; return the outcome.
 
     Locks the row (``select_for_update``) so concurrent events for one document serialise, and
-    sends :data:`~promptjuggler_django.signals.document_status_changed` after commit. Runs in the
-    caller's transaction, or its own when there is none. Two queries when applied: the locked
-    read and the update.
+    sends :data:`~promptjuggler_django.signals.document_status_changed` after commit with the
+    whole row. Runs in the caller's transaction (no savepoint of its own), or its own when there
+    is none. Two queries when applied: the locked read and the update. The update is a
+    ``QuerySet.update()``: it sends no ``post_save`` (the public signal is the way to follow
+    status changes) and leaves ``updated_at``, the time of the last local change, alone.
     """
-    with transaction.atomic():
-        document = (
-            KnowledgeDocument.objects.select_for_update()
-            .only("pk", "remote_id", "remote_status", "chunk_count", "status_changed_at")
-            .filter(remote_id=remote_id)
-            .first()
-        )
+    with transaction.atomic(savepoint=False):
+        document = _locked(KnowledgeDocument, remote_id, signals.document_status_changed)
         if document is None:
             return UNKNOWN_OBJECT
         if not document_change(document, status, observed_at):
@@ -100,17 +123,19 @@ def apply_document_status(
         if chunk_count is not None:
             document.chunk_count = chunk_count
         document.status_changed_at = observed_at
-        document.save(update_fields=["remote_status", "chunk_count", "status_changed_at"])
+        KnowledgeDocument.objects.filter(pk=document.pk).update(
+            remote_status=status,
+            chunk_count=document.chunk_count,
+            status_changed_at=observed_at,
+        )
         if old_status != status:
-            transaction.on_commit(
-                partial(
-                    signals.document_status_changed.send,
-                    sender=KnowledgeDocument,
-                    document=document,
-                    old_status=old_status,
-                    new_status=status,
-                    delivery=delivery,
-                )
+            signals.send_on_commit(
+                signals.document_status_changed,
+                sender=KnowledgeDocument,
+                document=document,
+                old_status=old_status,
+                new_status=status,
+                delivery=delivery,
             )
         return APPLIED
 
@@ -127,15 +152,11 @@ def apply_knowledge_base_status(
     """Update the knowledge base with ``remote_id`` unless this observation is older; the outcome.
 
     Knowledge-base statuses move back and forth (a new upload makes a ready base pending again),
-    so ordering is by observation time only.
+    so ordering is by observation time only. Locks and queries as
+    :func:`apply_document_status`.
     """
-    with transaction.atomic():
-        kb = (
-            KnowledgeBase.objects.select_for_update()
-            .only("pk", "remote_id", "status", "document_count", "chunk_count", "status_changed_at")
-            .filter(remote_id=remote_id)
-            .first()
-        )
+    with transaction.atomic(savepoint=False):
+        kb = _locked(KnowledgeBase, remote_id, signals.knowledge_base_status_changed)
         if kb is None:
             return UNKNOWN_OBJECT
         if kb.status_changed_at is not None and observed_at <= kb.status_changed_at:
@@ -147,15 +168,18 @@ def apply_knowledge_base_status(
         if chunk_count is not None:
             kb.chunk_count = chunk_count
         kb.status_changed_at = observed_at
-        kb.save(update_fields=["status", "document_count", "chunk_count", "status_changed_at"])
-        transaction.on_commit(
-            partial(
-                signals.knowledge_base_status_changed.send,
-                sender=KnowledgeBase,
-                knowledge_base=kb,
-                old_status=old_status,
-                new_status=status,
-                delivery=delivery,
-            )
+        KnowledgeBase.objects.filter(pk=kb.pk).update(
+            status=status,
+            document_count=kb.document_count,
+            chunk_count=kb.chunk_count,
+            status_changed_at=observed_at,
+        )
+        signals.send_on_commit(
+            signals.knowledge_base_status_changed,
+            sender=KnowledgeBase,
+            knowledge_base=kb,
+            old_status=old_status,
+            new_status=status,
+            delivery=delivery,
         )
         return APPLIED

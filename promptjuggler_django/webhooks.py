@@ -1,5 +1,202 @@
-"""Webhook views (placeholder until the webhook endpoint lands)."""
+"""The PromptJuggler webhook endpoints.
 
-from django.urls import URLPattern
+``webhook/`` takes all four events and tells them apart by the body's shape; ``webhook/<event>/``
+takes one event each, for users who configure one URL per event in PromptJuggler's settings.
 
-urlpatterns: list[URLPattern] = []
+Answers:
+
+- **200** for every verified delivery, whatever it held (applied, stale, duplicate, unknown
+  object, unrecognised or invalid body): each is logged as a :class:`WebhookDelivery`. A body
+  that verified came from PromptJuggler, and a 4xx would only make it retry what no retry fixes.
+- **400** when the signature does not verify: nothing is stored, one line is logged to
+  ``django.security.WebhookValidationError``.
+- **413** for a body over ``WEBHOOK_MAX_BODY_BYTES``, **405** for methods other than POST (HEAD
+  and OPTIONS are answered), **503** while no webhook secret is configured.
+- **500** only when applying a verified delivery failed: the effect rolled back, an ``error``
+  row is logged, and PromptJuggler's retry (if it retries) is applied again.
+
+Nothing here calls PromptJuggler: the request does a few queries and answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import SuspiciousOperation
+from django.db import connections, transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.urls import URLPattern, path
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from . import deliveries, signature
+from .conf import pj_settings
+from .deliveries import process_delivery, replay_delivery
+from .models import WebhookDelivery
+
+__all__ = [
+    "WebhookValidationError",
+    "WebhookView",
+    "process_delivery",
+    "replay_delivery",
+    "urlpatterns",
+]
+
+logger = logging.getLogger(__name__)
+
+EventType = WebhookDelivery.EventType
+
+#: Outcomes answered with 200; ``error`` gets a 500 so that a retry can apply it again.
+OK_OUTCOMES = frozenset(WebhookDelivery.Outcome.values) - {WebhookDelivery.Outcome.ERROR}
+
+
+class WebhookValidationError(SuspiciousOperation):
+    """A delivery that could not be verified.
+
+    A :class:`~django.core.exceptions.SuspiciousOperation`, so Django answers 400 and logs the
+    message to ``django.security.WebhookValidationError``. The message says what failed, never
+    the header's value or a secret.
+    """
+
+
+class WebhookView(View):
+    """Verify a PromptJuggler delivery over its raw bytes, then hand it to the delivery log."""
+
+    http_method_names = ["post", "head", "options"]
+
+    #: The event type this URL takes; ``None`` tells events apart by the body's shape.
+    event_type: str | None = None
+
+    #: Request headers copied into the delivery log. Never add ``PromptJuggler-Signature``.
+    logged_headers: tuple[str, ...] = ("Content-Type", "User-Agent", "X-Forwarded-For")
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        """The view, CSRF-exempt, public under ``LoginRequiredMiddleware``, and left out of
+        ``ATOMIC_REQUESTS`` so that an ``error`` row survives its rolled-back effect."""
+        view = super().as_view(**initkwargs)
+        for alias in connections:
+            view = transaction.non_atomic_requests(using=alias)(view)
+        return csrf_exempt(login_not_required(view))
+
+    # Override points -------------------------------------------------------------------------
+
+    def current_time(self) -> float:
+        """Unix time the signature's timestamp is compared with (tests fix it)."""
+        return time.time()
+
+    def get_secrets(self) -> list[str]:
+        """The secrets a signature may match, in order; the log records which one did."""
+        return pj_settings.webhook_secrets
+
+    # HTTP -------------------------------------------------------------------------------------
+
+    def head(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Monitoring probes may HEAD the URL: say it exists without touching anything."""
+        return HttpResponse(status=200)
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        secrets = self.get_secrets()
+        if not secrets:
+            logger.error(
+                "PromptJuggler webhook refused: no secret is configured. Set "
+                'settings.PROMPTJUGGLER["WEBHOOK_SECRETS"].'
+            )
+            return HttpResponse(status=503)
+        body = self.read_body(request)
+        if body is None:
+            logger.warning(
+                "PromptJuggler webhook refused: body over %d bytes "
+                '(settings.PROMPTJUGGLER["WEBHOOK_MAX_BODY_BYTES"]).',
+                pj_settings.WEBHOOK_MAX_BODY_BYTES,
+            )
+            return HttpResponse(status=413)
+        verified = self.verify(request, body, secrets)
+        outcome = deliveries.receive(
+            body, verified, expected=self.event_type, headers=self.headers_to_log(request)
+        )
+        return JsonResponse({"outcome": outcome}, status=200 if outcome in OK_OUTCOMES else 500)
+
+    # Steps ------------------------------------------------------------------------------------
+
+    def read_body(self, request: HttpRequest) -> bytes | None:
+        """The raw body, or ``None`` when it is over the limit (read no further than that)."""
+        limit = pj_settings.WEBHOOK_MAX_BODY_BYTES
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            return None
+        try:
+            body = request.read(limit + 1)
+        except OSError:  # the client went away mid-body
+            raise WebhookValidationError("The webhook body could not be read.") from None
+        return None if len(body) > limit else body
+
+    def verify(
+        self, request: HttpRequest, body: bytes, secrets: list[str]
+    ) -> signature.VerifiedSignature:
+        """Check the signature over the raw bytes or raise :class:`WebhookValidationError`."""
+        header = request.META.get(signature.META_KEY)
+        now = self.current_time()
+        tolerance = pj_settings.WEBHOOK_TOLERANCE
+        verified = signature.verify(body, header, secrets, tolerance=tolerance, now=now)
+        if verified is None:
+            raise WebhookValidationError(_failure_reason(header, now, tolerance))
+        return verified
+
+    def headers_to_log(self, request: HttpRequest) -> dict[str, str]:
+        logged = {}
+        for name in self.logged_headers:
+            value = request.headers.get(name)
+            if value:
+                logged[name] = "".join(c for c in value if c.isprintable())[:500]
+        return logged
+
+
+def _failure_reason(header: str | None, now: float, tolerance: float) -> str:
+    """Why verification failed, for the security log (clock skew is the usual surprise)."""
+    if header is None:
+        return f"No {signature.HEADER} header."
+    parsed = signature.parse_header(header)
+    if parsed is None:
+        return f"Malformed {signature.HEADER} header."
+    ahead = parsed[0] - now
+    if abs(ahead) > tolerance:
+        direction = "ahead of" if ahead > 0 else "behind"
+        return (
+            f"{signature.HEADER} timestamp is {abs(ahead):.0f} s {direction} this server's "
+            f"clock (tolerance {tolerance} s)."
+        )
+    return f"{signature.HEADER} matches no configured webhook secret."
+
+
+#: The URLs, one shared and one per event type. Names live in the ``promptjuggler_django``
+#: namespace, e.g. ``reverse("promptjuggler_django:webhook")``.
+urlpatterns: list[URLPattern] = [
+    path("webhook/", WebhookView.as_view(), name="webhook"),
+    path(
+        "webhook/knowledgedocument/",
+        WebhookView.as_view(event_type=EventType.DOCUMENT_FINISHED),
+        name="webhook-document",
+    ),
+    path(
+        "webhook/knowledgebase/",
+        WebhookView.as_view(event_type=EventType.KNOWLEDGE_BASE_FINISHED),
+        name="webhook-knowledge-base",
+    ),
+    path(
+        "webhook/promptrun/",
+        WebhookView.as_view(event_type=EventType.PROMPT_RUN_FINISHED),
+        name="webhook-prompt-run",
+    ),
+    path(
+        "webhook/workflowrun/",
+        WebhookView.as_view(event_type=EventType.WORKFLOW_RUN_FINISHED),
+        name="webhook-workflow-run",
+    ),
+]

@@ -1,0 +1,183 @@
+"""The forward-only rules shared by webhooks and polling."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import transaction
+
+from promptjuggler_django import signals
+from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument
+from promptjuggler_django.status import (
+    apply_document_status,
+    apply_knowledge_base_status,
+    document_change,
+    is_terminal,
+    rank,
+)
+
+from .webhook_support import make_documents, make_knowledge_base
+
+T0 = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def later(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_rank_orders_statuses() -> None:
+    assert rank("") < rank("pending") < rank("sealed") < rank("ready") == rank("failed")
+    assert rank("vectorising") == rank("sealed")  # unknown: in progress
+    assert is_terminal("ready") and is_terminal("failed")
+    assert not is_terminal("sealed") and not is_terminal("vectorising")
+
+
+def doc(status: str, at: datetime | None) -> KnowledgeDocument:
+    return KnowledgeDocument(remote_status=status, status_changed_at=at)
+
+
+@pytest.mark.parametrize(
+    ("current", "current_at", "new", "new_at", "expected"),
+    [
+        ("", None, "pending", T0, True),
+        ("pending", T0, "sealed", later(1), True),
+        ("pending", T0, "ready", later(1), True),
+        ("sealed", later(1), "pending", later(2), False),  # lower rank, even if newer
+        ("ready", T0, "failed", later(1), False),  # terminal is final
+        ("failed", T0, "ready", later(1), False),
+        ("ready", T0, "ready", later(1), True),  # newer observation may refresh counts
+        ("ready", T0, "ready", T0, False),  # the very same observation
+        ("sealed", later(5), "sealed", later(4), False),  # older
+        ("pending", later(5), "ready", later(4), False),  # older, even if higher
+        ("sealed", T0, "pending", T0, False),
+        ("pending", T0, "sealed", T0, True),  # same second, higher rank
+        ("sealed", T0, "vectorising", later(1), True),  # unknown status at the same rank
+        ("ready", T0, "vectorising", later(1), False),
+        ("pending", None, "sealed", None, True),  # polling without times
+    ],
+)
+def test_document_change(current, current_at, new, new_at, expected) -> None:
+    assert document_change(doc(current, current_at), new, new_at) is expected
+
+
+@pytest.fixture
+def changes():
+    calls: list[dict] = []
+
+    def receive(sender, **kwargs) -> None:
+        calls.append({"sender": sender, **kwargs})
+
+    signals.document_status_changed.connect(receive, dispatch_uid="status-test-doc")
+    signals.knowledge_base_status_changed.connect(receive, dispatch_uid="status-test-kb")
+    yield calls
+    signals.document_status_changed.disconnect(dispatch_uid="status-test-doc")
+    signals.knowledge_base_status_changed.disconnect(dispatch_uid="status-test-kb")
+
+
+@pytest.fixture
+def document(db) -> KnowledgeDocument:
+    (document,) = make_documents(make_knowledge_base(), 1, remote_status="pending")
+    return document
+
+
+def apply_doc(document: KnowledgeDocument, status: str, chunks: int | None, at: datetime) -> str:
+    return apply_document_status(
+        remote_id=document.remote_id, status=status, chunk_count=chunks, observed_at=at
+    )
+
+
+def test_apply_document_status(document, changes, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        assert apply_doc(document, "sealed", 2, T0) == "applied"
+        assert apply_doc(document, "sealed", 5, later(1)) == "applied"  # counts only: no signal
+        assert apply_doc(document, "pending", 0, later(2)) == "stale"
+        assert apply_doc(document, "ready", None, later(3)) == "applied"
+    document.refresh_from_db()
+    assert (document.remote_status, document.chunk_count) == ("ready", 5)
+    assert document.status_changed_at == later(3)
+    assert [(c["old_status"], c["new_status"], c["delivery"]) for c in changes] == [
+        ("pending", "sealed", None),
+        ("sealed", "ready", None),
+    ]
+    assert all(c["sender"] is KnowledgeDocument for c in changes)
+
+
+@pytest.mark.django_db
+def test_apply_document_status_unknown_id() -> None:
+    result = apply_document_status(
+        remote_id=uuid.uuid4(), status="ready", chunk_count=1, observed_at=T0
+    )
+    assert result == "unknown_object"
+
+
+def test_nothing_is_signalled_when_the_caller_rolls_back(
+    document, changes, django_capture_on_commit_callbacks
+) -> None:
+    class Abort(Exception):
+        pass
+
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(Abort),
+        transaction.atomic(),
+    ):
+        assert apply_doc(document, "ready", 1, T0) == "applied"
+        raise Abort
+    document.refresh_from_db()
+    assert document.remote_status == "pending"
+    assert changes == []
+
+
+def test_a_failing_receiver_does_not_silence_the_others(
+    document, changes, django_capture_on_commit_callbacks, caplog
+) -> None:
+    def broken(sender, **kwargs) -> None:
+        raise RuntimeError("boom")
+
+    signals.document_status_changed.connect(broken, dispatch_uid="broken-first")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert apply_doc(document, "ready", 1, T0) == "applied"
+    finally:
+        signals.document_status_changed.disconnect(dispatch_uid="broken-first")
+    assert len(changes) == 1
+    assert "boom" in caplog.text
+
+
+@pytest.mark.django_db
+def test_apply_knowledge_base_status(changes, django_capture_on_commit_callbacks) -> None:
+    kb = make_knowledge_base(remote_id=uuid.uuid4())
+
+    def apply(status: str, documents: int | None, chunks: int | None, at: datetime) -> str:
+        return apply_knowledge_base_status(
+            remote_id=kb.remote_id,
+            status=status,
+            document_count=documents,
+            chunk_count=chunks,
+            observed_at=at,
+        )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert apply("ready", 2, 20, later(1)) == "applied"
+        assert apply("pending", 3, 20, T0) == "stale"  # older
+        assert apply("ready", 3, None, later(1)) == "stale"  # the same time
+        assert apply("pending", 3, None, later(2)) == "applied"  # statuses may go back
+    kb.refresh_from_db()
+    assert (kb.status, kb.document_count, kb.chunk_count) == ("pending", 3, 20)
+    assert [(c["old_status"], c["new_status"]) for c in changes] == [
+        ("", "ready"),
+        ("ready", "pending"),
+    ]
+    assert all(c["sender"] is KnowledgeBase for c in changes)
+    assert (
+        apply_knowledge_base_status(
+            remote_id=uuid.uuid4(),
+            status="ready",
+            document_count=1,
+            chunk_count=1,
+            observed_at=T0,
+        )
+        == "unknown_object"
+    )

@@ -1,0 +1,138 @@
+"""``promptjuggler_prune_webhooks`` and ``promptjuggler_send_test_webhook``."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from promptjuggler_django.models import WebhookDelivery
+
+from .webhook_support import PRIMARY, make_documents, make_knowledge_base
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def log_deliveries(ages_in_days: list[float]) -> None:
+    now = timezone.now()
+    WebhookDelivery.objects.bulk_create(
+        WebhookDelivery(
+            received_at=now - timedelta(days=age),
+            event_type="unknown",
+            dedupe_key=uuid.uuid4().hex * 2,
+            outcome="unrecognised",
+        )
+        for age in ages_in_days
+    )
+
+
+@pytest.mark.django_db
+def test_prune_deletes_old_deliveries_in_batches() -> None:
+    log_deliveries([10, 9, 8, 8, 8, 2, 0])
+    with CaptureQueriesContext(connection) as queries:
+        out = run("promptjuggler_prune_webhooks", "--older-than", "7", "--batch-size", "2")
+    assert out.strip() == "Deleted 5 webhook deliveries older than 7 days."
+    deletes = [q for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3  # 2 + 2 + 1
+    assert WebhookDelivery.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_prune_defaults_to_the_retention_setting(settings) -> None:
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "WEBHOOK_RETENTION_DAYS": 3}
+    log_deliveries([4, 2])
+    assert run("promptjuggler_prune_webhooks", "--dry-run").strip() == (
+        "1 webhook deliveries older than 3 days."
+    )
+    assert WebhookDelivery.objects.count() == 2
+    run("promptjuggler_prune_webhooks")
+    assert WebhookDelivery.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("args", [["--older-than", "-1"], ["--batch-size", "0"]])
+def test_prune_refuses_nonsense(args: list[str]) -> None:
+    with pytest.raises(CommandError):
+        run("promptjuggler_prune_webhooks", *args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_reaches_the_endpoint(live_server) -> None:
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook")
+    out = run("promptjuggler_send_test_webhook", endpoint)
+    assert '200 OK\n{"outcome": "unknown_object"}' in out
+    assert PRIMARY not in out
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.headers["User-Agent"] == "promptjuggler-django test webhook"
+    assert delivery.secret_index == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_moves_a_real_document(live_server) -> None:
+    (document,) = make_documents(make_knowledge_base(), 1)
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook-document")
+    out = run(
+        "promptjuggler_send_test_webhook",
+        endpoint,
+        "--id",
+        str(document.remote_id),
+        "--status",
+        "failed",
+        "--chunk-count",
+        "0",
+        "--secret",
+        "whsec_test_secondary",
+    )
+    assert '{"outcome": "applied"}' in out
+    document.refresh_from_db()
+    assert (document.remote_status, document.chunk_count) == ("failed", 0)
+    assert WebhookDelivery.objects.get().secret_index == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("event", ["knowledge-base", "run"])
+def test_send_test_webhook_other_events(live_server, event: str) -> None:
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook")
+    out = run("promptjuggler_send_test_webhook", endpoint, "--event", event)
+    sent = json.loads(out.splitlines()[1])
+    expected_keys = {"knowledge-base": {"id", "status", "documentCount", "chunkCount"}}
+    assert set(sent) == expected_keys.get(event, {"id", "status"})
+    expected_type = {"knowledge-base": "knowledgebase.finished", "run": "run.finished"}[event]
+    assert WebhookDelivery.objects.get().event_type == expected_type
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_reports_a_refusal(live_server) -> None:
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook")
+    with pytest.raises(CommandError, match="answered 400"):
+        run("promptjuggler_send_test_webhook", endpoint, "--secret", "whsec_wrong")
+    with pytest.raises(CommandError, match="answered 400"):
+        run("promptjuggler_send_test_webhook", endpoint, "--timestamp", "1000")
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_send_test_webhook_needs_a_secret_and_an_answer(settings) -> None:
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "WEBHOOK_SECRETS": []}
+    with pytest.raises(CommandError, match="WEBHOOK_SECRETS"):
+        run("promptjuggler_send_test_webhook", "http://127.0.0.1:9/")
+    with pytest.raises(CommandError, match="No answer"):
+        run(
+            "promptjuggler_send_test_webhook",
+            "http://127.0.0.1:9/",
+            "--secret",
+            "s",
+            "--timeout",
+            "2",
+        )
