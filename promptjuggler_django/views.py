@@ -1,5 +1,170 @@
-"""End-user document pages (placeholder until the UI lands)."""
+"""End-user document pages: upload, "my documents", detail, delete, and the live-status endpoint.
 
-from django.urls import URLPattern
+Every view is scoped to the signed-in user's own documents (another user's document is a 404,
+never a 403, so ids reveal nothing). Views only create and delete rows; the app's receivers push
+and remove the remote copies after commit. Templates live under ``promptjuggler_django/`` and all
+extend ``promptjuggler_django/base.html``, which a project overrides to use its own layout.
+Subclass a view and route it yourself to change the queryset, the knowledge base or the template.
+"""
 
-urlpatterns: list[URLPattern] = []
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db.models import QuerySet
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path, reverse, reverse_lazy
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+from django.views import View
+from django.views.generic import DeleteView, DetailView, FormView, ListView
+
+from .display import phase_payload
+from .forms import DocumentUploadForm, default_knowledge_base
+from .models import KnowledgeBase, KnowledgeDocument
+
+__all__ = [
+    "DocumentDeleteView",
+    "DocumentDetailView",
+    "DocumentListView",
+    "DocumentStatusView",
+    "DocumentUploadView",
+    "OwnedDocumentsMixin",
+    "urlpatterns",
+]
+
+#: How often the live-status script asks for news, in milliseconds.
+POLL_INTERVAL_MS = 2000
+#: The most documents one live-status request may ask about.
+STATUS_MAX_IDS = 100
+
+
+class OwnedDocumentsMixin(LoginRequiredMixin):
+    """Limit a view to the signed-in user's documents. Override :meth:`get_queryset` to widen it."""
+
+    request: HttpRequest
+
+    def get_queryset(self) -> QuerySet[KnowledgeDocument]:
+        return KnowledgeDocument.objects.owned_by(self.request.user).select_related(
+            "knowledge_base"
+        )
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context: dict[str, Any] = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context["pj_status_url"] = reverse("promptjuggler_django:document_status")
+        context["pj_poll_interval"] = POLL_INTERVAL_MS
+        return context
+
+
+class DocumentListView(OwnedDocumentsMixin, ListView):  # type: ignore[type-arg]
+    """ "My documents": the user's documents, newest first, with their live status."""
+
+    template_name = "promptjuggler_django/document_list.html"
+    context_object_name = "documents"
+    paginate_by = 25
+
+
+class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-arg]
+    """Upload one or several files into a knowledge base (``DEFAULT_KNOWLEDGE_BASE`` by default)."""
+
+    template_name = "promptjuggler_django/document_upload.html"
+    form_class = DocumentUploadForm
+    success_url = reverse_lazy("promptjuggler_django:document_list")
+    #: How many of the user's latest documents the page lists under the form.
+    recent_count = 5
+
+    def get_knowledge_base(self) -> KnowledgeBase:
+        """Where the files go. Override to pick one per user, per group, …"""
+        return default_knowledge_base()
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = super().get_form_kwargs()
+        kwargs["knowledge_base"] = self.get_knowledge_base()
+        return kwargs
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["recent_documents"] = list(self.get_queryset()[: self.recent_count])
+        return context
+
+    def form_valid(self, form: Form) -> HttpResponse:
+        assert isinstance(form, DocumentUploadForm)
+        documents = form.save(owner=self.request.user)
+        count = len(documents)
+        messages.success(
+            self.request,
+            ngettext(
+                "%(count)d document uploaded. It is being sent to the knowledge base.",
+                "%(count)d documents uploaded. They are being sent to the knowledge base.",
+                count,
+            )
+            % {"count": count},
+        )
+        return super().form_valid(form)
+
+
+class DocumentDetailView(OwnedDocumentsMixin, DetailView):  # type: ignore[type-arg]
+    """One of the user's documents, with its live status and the last error, if any."""
+
+    template_name = "promptjuggler_django/document_detail.html"
+    context_object_name = "document"
+
+
+class DocumentDeleteView(OwnedDocumentsMixin, DeleteView):  # type: ignore[type-arg]
+    """Delete one of the user's documents; the remote copy is removed after commit."""
+
+    template_name = "promptjuggler_django/document_confirm_delete.html"
+    context_object_name = "document"
+    success_url = reverse_lazy("promptjuggler_django:document_list")
+
+    def form_valid(self, form: Form) -> HttpResponse:
+        name = str(self.get_object())
+        response = super().form_valid(form)
+        messages.success(self.request, _("“%(name)s” was deleted.") % {"name": name})
+        return response
+
+
+class DocumentStatusView(LoginRequiredMixin, View):
+    """``GET ?ids=1,2,3`` → the current status of those of the user's documents (JSON).
+
+    Polled by ``promptjuggler_django/documents.js`` to update badges without a reload. A
+    document that is gone (or not the user's) is simply absent from the answer.
+    """
+
+    #: A script asking while signed out gets a 403, not a redirect to the login page.
+    raise_exception = True
+
+    def get_queryset(self) -> QuerySet[KnowledgeDocument]:
+        return KnowledgeDocument.objects.owned_by(self.request.user)
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        raw = [part for part in request.GET.get("ids", "").split(",") if part.strip()]
+        if len(raw) > STATUS_MAX_IDS:
+            return JsonResponse(
+                {"error": _("Ask for at most %(max)d documents.") % {"max": STATUS_MAX_IDS}},
+                status=400,
+            )
+        try:
+            ids = [int(part) for part in raw]
+        except ValueError:
+            return JsonResponse({"error": _("ids must be integers.")}, status=400)
+        documents = self.get_queryset().filter(pk__in=ids) if ids else []
+        payload = []
+        for document in documents:
+            item = phase_payload(document)
+            if item["phase"] in ("upload_failed", "failed") and document.last_error:
+                item["error"] = document.last_error
+            payload.append(item)
+        return JsonResponse({"documents": payload, "poll_interval_ms": POLL_INTERVAL_MS})
+
+
+urlpatterns = [
+    path("documents/", DocumentListView.as_view(), name="document_list"),
+    path("documents/upload/", DocumentUploadView.as_view(), name="document_upload"),
+    path("documents/status/", DocumentStatusView.as_view(), name="document_status"),
+    path("documents/<int:pk>/", DocumentDetailView.as_view(), name="document_detail"),
+    path("documents/<int:pk>/delete/", DocumentDeleteView.as_view(), name="document_delete"),
+]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ExampleSiteConfig(AppConfig):
+    name = "example_site"
+    verbose_name = "Example site"

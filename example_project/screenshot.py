@@ -1,0 +1,118 @@
+"""Take docs/screenshot-upload.png: the demo site's upload page, after a few uploads finished.
+
+Runs ``manage.py demo`` on a free port with a throw-away database, drives Debian's Chromium
+through Playwright, then stops the demo. Usage::
+
+    python example_project/screenshot.py [--output docs/screenshot-upload.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SAMPLE_DIR = HERE / "sample_documents"
+#: Uploaded and processed before the picture; then one more still processing, two more chosen.
+PROCESSED = ["employee-handbook.md", "travel-policy.txt"]
+PROCESSING = ["office-locations.csv"]
+CHOSEN = ["onboarding-checklist.html", "expenses-faq.md"]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", default=str(HERE.parent / "docs" / "screenshot-upload.png"))
+    args = parser.parse_args()
+
+    from playwright.sync_api import expect, sync_playwright
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {**os.environ, "EXAMPLE_DATA_DIR": data_dir}
+        env.pop("PROMPTJUGGLER_API_KEY", None)
+        demo = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "manage.py"),
+                "demo",
+                "--port",
+                str(port),
+                "--processing-delay",
+                "1",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(f"{base}/accounts/login/")
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1040, "height": 760})
+                page.goto(f"{base}/accounts/login/")
+                page.fill("#id_username", "demo")
+                page.fill("#id_password", "demo")
+                page.click("main button[type=submit]")
+                upload = f"{base}/promptjuggler/documents/upload/"
+                page.goto(upload)
+                page.set_input_files("input[type=file]", [str(SAMPLE_DIR / n) for n in PROCESSED])
+                page.click("main button[type=submit]")
+                badges = page.locator("[data-pj-badge]")
+                expect(badges).to_have_text(["Ready"] * len(PROCESSED), timeout=30_000)
+                page.goto(upload)
+                page.set_input_files("input[type=file]", [str(SAMPLE_DIR / n) for n in PROCESSING])
+                page.click("main button[type=submit]")
+                page.goto(upload)
+                expect(badges.first).to_have_text("Processing")
+                page.set_input_files("input[type=file]", [str(SAMPLE_DIR / n) for n in CHOSEN])
+                page.mouse.move(0, 0)
+                page.screenshot(path=args.output, full_page=True)
+                browser.close()
+        finally:
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+    print(f"Saved {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+/*
+ * promptjuggler_django live status: polls the status endpoint and updates badges in place.
+ *
+ * Markup (see includes/document_table.html): an element with data-pj-status-url holds elements
+ * with data-pj-document="<id>" and data-pj-final="true|false"; inside each, a badge
+ * [data-pj-badge], and optionally [data-pj-chunks] and [data-pj-error]. Polling stops once every
+ * document is final, slows down after errors and pauses while the page is hidden.
+ */
+(function () {
+  "use strict";
+
+  var MAX_BACKOFF_MS = 30000;
+
+  function track(root) {
+    var url = root.getAttribute("data-pj-status-url");
+    var interval = parseInt(root.getAttribute("data-pj-poll-interval"), 10) || 2000;
+    var delay = interval;
+    var timer = null;
+
+    function pending() {
+      return Array.prototype.filter.call(
+        root.querySelectorAll("[data-pj-document]"),
+        function (el) { return el.getAttribute("data-pj-final") !== "true"; }
+      );
+    }
+
+    function apply(el, item) {
+      var badge = el.querySelector("[data-pj-badge]");
+      if (badge) {
+        badge.textContent = item.label;
+        badge.className = "pj-badge pj-badge--" + item.tone;
+        badge.setAttribute("data-pj-phase", item.phase);
+      }
+      var chunks = el.querySelector("[data-pj-chunks]");
+      if (chunks) {
+        // PromptJuggler reports 0 chunks until processing ends: show a count once ready.
+        var ready = item.phase === "ready" && item.chunk_count !== null;
+        chunks.textContent = ready ? String(item.chunk_count) : "\u2014";
+      }
+      var error = el.querySelector("[data-pj-error]");
+      if (error) {
+        error.textContent = item.error || "";
+        error.hidden = !item.error;
+      }
+      el.setAttribute("data-pj-final", item.final ? "true" : "false");
+    }
+
+    function schedule() {
+      clearTimeout(timer);
+      if (pending().length && !document.hidden) {
+        timer = setTimeout(poll, delay);
+      }
+    }
+
+    function poll() {
+      var els = pending();
+      if (!els.length) { return; }
+      var byId = {};
+      els.forEach(function (el) { byId[el.getAttribute("data-pj-document")] = el; });
+      var query = "?ids=" + encodeURIComponent(Object.keys(byId).join(","));
+      fetch(url + query, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (!response.ok) { throw new Error("status " + response.status); }
+          return response.json();
+        })
+        .then(function (data) {
+          var seen = {};
+          (data.documents || []).forEach(function (item) {
+            seen[item.id] = true;
+            if (byId[item.id]) { apply(byId[item.id], item); }
+          });
+          // Absent from the answer: deleted meanwhile. Stop asking about it.
+          Object.keys(byId).forEach(function (id) {
+            if (!seen[id]) { byId[id].setAttribute("data-pj-final", "true"); }
+          });
+          delay = data.poll_interval_ms || interval;
+          schedule();
+        })
+        .catch(function () {
+          delay = Math.min(delay * 2, MAX_BACKOFF_MS);
+          schedule();
+        });
+    }
+
+    document.addEventListener("visibilitychange", schedule);
+    schedule();
+  }
+
+  // Sizes in the browser's language, without strings to translate here.
+  function formatSize(bytes) {
+    var units = [["byte", 1], ["kilobyte", 1024], ["megabyte", 1048576], ["gigabyte", 1073741824]];
+    var unit = units[0];
+    units.forEach(function (u) { if (bytes >= u[1]) { unit = u; } });
+    var value = bytes / unit[1];
+    try {
+      return new Intl.NumberFormat(document.documentElement.lang || undefined, {
+        style: "unit", unit: unit[0], maximumFractionDigits: 1,
+        unitDisplay: unit[0] === "byte" ? "long" : "short"
+      }).format(value);
+    } catch (e) {
+      return value.toFixed(1) + " " + unit[0];
+    }
+  }
+
+  function listFiles(input) {
+    var list = document.querySelector('[data-pj-file-list-for="' + input.id + '"]');
+    if (!list) { return; }
+    input.addEventListener("change", function () {
+      list.textContent = "";
+      Array.prototype.forEach.call(input.files || [], function (file) {
+        var li = document.createElement("li");
+        var name = document.createElement("span");
+        var size = document.createElement("span");
+        name.textContent = file.name;
+        size.textContent = formatSize(file.size);
+        li.appendChild(name);
+        li.appendChild(size);
+        list.appendChild(li);
+      });
+      list.hidden = !list.children.length;
+    });
+  }
+
+  function init() {
+    document.querySelectorAll("[data-pj-status-url]").forEach(track);
+    document.querySelectorAll("input[type=file]").forEach(listFiles);
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
+})();
