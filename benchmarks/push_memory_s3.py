@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -135,7 +135,7 @@ WORKERS = {"app": app_worker, "sdk": sdk_worker}
 
 
 def run_worker(mode: str, config: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and script
+    proc = subprocess.run(
         [sys.executable, __file__, "--worker", mode, json.dumps(config)],
         capture_output=True,
         text=True,
@@ -211,14 +211,20 @@ def main() -> None:
     r = measure(args.size_mb)
     app, sdk = r["app"], r["sdk"]
     print(f"Pushing one {r['size_mb']} MB document stored on S3 (moto), peak RSS per process:")
-    print(f"  app worker (streams S3 -> multipart): {app['peak_rss_mb']:7.1f} MB "
-          f"(before the push {app['rss_before_push_mb']} MB, {app['seconds']} s, "
-          f"content {'ok' if app['content_ok'] else 'WRONG'})")
-    print(f"  official SDK (bytes in memory):       {sdk['peak_rss_mb']:7.1f} MB "
-          f"(before the push {sdk['rss_before_push_mb']} MB, {sdk['seconds']} s, "
-          f"content {'ok' if sdk['content_ok'] else 'WRONG'})")
-    print(f"  ratio SDK / app: {r['ratio']}x; app under {LIMIT_MB} MB: "
-          f"{'yes' if app['peak_rss_mb'] < LIMIT_MB else 'NO'}")
+    print(
+        f"  app worker (streams S3 -> multipart): {app['peak_rss_mb']:7.1f} MB "
+        f"(before the push {app['rss_before_push_mb']} MB, {app['seconds']} s, "
+        f"content {'ok' if app['content_ok'] else 'WRONG'})"
+    )
+    print(
+        f"  official SDK (bytes in memory):       {sdk['peak_rss_mb']:7.1f} MB "
+        f"(before the push {sdk['rss_before_push_mb']} MB, {sdk['seconds']} s, "
+        f"content {'ok' if sdk['content_ok'] else 'WRONG'})"
+    )
+    print(
+        f"  ratio SDK / app: {r['ratio']}x; app under {LIMIT_MB} MB: "
+        f"{'yes' if app['peak_rss_mb'] < LIMIT_MB else 'NO'}"
+    )
 
 
 if __name__ == "__main__":

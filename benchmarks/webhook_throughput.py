@@ -268,8 +268,8 @@ def report(mode: str, figures: dict[str, float]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--deliveries", type=int, default=400, help="per batch (default 400)")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds per mode (default 7)")
+    parser.add_argument("--deliveries", type=int, default=200, help="per batch (default 200)")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per mode (default 15)")
     args = parser.parse_args()
 
     setup_test_environment()

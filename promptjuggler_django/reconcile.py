@@ -36,7 +36,7 @@ from .client import PromptJugglerClient, PromptJugglerError, RemoteDocument, Rem
 from .conf import pj_settings
 from .models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
 from .outbox import Tombstone, drain_after_commit, enqueue_push_for, write_tombstones
-from .push import Progress, replay_early_webhooks
+from .outcomes import Progress, replay_early_webhooks
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -144,7 +144,7 @@ def _unknown(docs: Sequence[RemoteDocument], using: str) -> list[RemoteDocument]
     if not docs:
         return []
     ids = [d.id for d in docs]
-    known: set[UUID] = set(
+    known: set[UUID | None] = set(
         KnowledgeDocument.objects.using(using)
         .filter(remote_id__in=ids)
         .values_list("remote_id", flat=True)
@@ -224,10 +224,10 @@ def refresh_knowledge_base(
         .filter(knowledge_base=kb, remote_id__isnull=False)
         .values_list("pk", "remote_id", "sync_state", "remote_status", "pushed_at")
     )
-    known: set[UUID] = set()
+    known: set[UUID | None] = set()
     for pk, remote_id, sync_state, remote_status, pushed_at in rows.iterator(chunk_size=2000):
         known.add(remote_id)
-        doc = listed.get(remote_id)
+        doc = listed.get(remote_id) if remote_id is not None else None
         if doc is None:
             # A row stored after the GET started may be missing from its answer: not a gap.
             if sync_state == SyncState.SYNCED and (

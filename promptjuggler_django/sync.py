@@ -12,8 +12,9 @@ States of :attr:`KnowledgeDocument.sync_state <promptjuggler_django.models.SyncS
       │                  │ timeout after sending, lease expired ──► needs_review
       └── file replaced, push_again, reconcile (no remote copy found / deleted remotely)
 
-The implementation lives in :mod:`.push` (claiming, streaming, storing, tombstones),
-:mod:`.reconcile` (one ``GET`` per knowledge base) and :mod:`.outbox` (on-commit triggers).
+The implementation lives in :mod:`.push` (claiming and streaming batches), :mod:`.outcomes`
+(storing what PromptJuggler answered), :mod:`.tombstones` (remote deletes), :mod:`.reconcile`
+(one ``GET`` per knowledge base) and :mod:`.outbox` (recording work, on-commit triggers).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from .client import PromptJugglerClient
-from .models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
+from .models import (
+    KnowledgeBase,
+    KnowledgeDocument,
+    KnowledgeDocumentQuerySet,
+    RemoteDeletion,
+    SyncState,
+)
 from .outbox import (
     Tombstone,
     enqueue_push_for,
@@ -331,8 +338,8 @@ def _resolve_knowledge_base(value: KnowledgeBase | str | None) -> KnowledgeBase 
     return KnowledgeBase.objects.get(slug=value)
 
 
-def _documents(kb: KnowledgeBase | None) -> QuerySet[KnowledgeDocument]:
-    qs = KnowledgeDocument.objects.all()
+def _documents(kb: KnowledgeBase | None) -> KnowledgeDocumentQuerySet:
+    qs: KnowledgeDocumentQuerySet = KnowledgeDocument.objects.all()
     return qs if kb is None else qs.filter(knowledge_base=kb)
 
 

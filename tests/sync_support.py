@@ -12,6 +12,9 @@ from django.core.files.storage import InMemoryStorage
 
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument
 
+#: The fixtures; test modules take them with ``from tests.sync_support import *``.
+__all__ = ["dummy_tasks", "hooked_storage", "kb", "pj"]
+
 #: Fast retries for tests: backoff in milliseconds, a short lease, small batches.
 FAST = {
     "PUSH_BACKOFF": 0.01,

@@ -15,7 +15,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from promptjuggler_django.models import KnowledgeDocument, RemoteDeletion, SyncState
-from tests.sync_support import kb, make_doc, pj, sha  # noqa: F401
+from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
+from tests.sync_support import make_doc, sha
 
 CREATED, DELETED = 200, 50
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from typing import Any
@@ -16,7 +17,8 @@ from django.db.models.signals import post_delete, post_save, pre_save
 
 from promptjuggler_django import receivers, sync
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
-from tests.sync_support import dummy_tasks, kb, make_doc, pj  # noqa: F401
+from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
+from tests.sync_support import make_doc
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +30,11 @@ def enqueued(results: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
 def synced_doc(kb: KnowledgeBase, name: str = "a.txt", **fields: Any) -> KnowledgeDocument:
     with sync.suppress_sync():
         return make_doc(
-            kb, name, sync_state=SyncState.SYNCED, remote_id=uuid.uuid4(), remote_status="ready",
+            kb,
+            name,
+            sync_state=SyncState.SYNCED,
+            remote_id=uuid.uuid4(),
+            remote_status="ready",
             **fields,
         )
 
@@ -37,11 +43,10 @@ def test_new_documents_enqueue_one_push_per_knowledge_base_per_transaction(
     kb: KnowledgeBase, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     other = KnowledgeBase.objects.create(slug="kb_other")
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with transaction.atomic():
-            for i in range(30):
-                make_doc(kb if i % 2 else other, f"d{i}.txt")
-            assert dummy_tasks == []  # nothing before commit
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+        for i in range(30):
+            make_doc(kb if i % 2 else other, f"d{i}.txt")
+        assert dummy_tasks == []  # nothing before commit
     assert callbacks  # run at commit...
     assert sorted(enqueued(dummy_tasks)) == [
         ("push_knowledge_base_task", (kb.pk,)),
@@ -53,15 +58,14 @@ def test_new_documents_enqueue_one_push_per_knowledge_base_per_transaction(
 def test_a_rolled_back_savepoint_does_not_lose_the_enqueue(
     kb: KnowledgeBase, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
-    with django_capture_on_commit_callbacks(execute=True):
-        with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    make_doc(kb, "rolled-back.txt")
-                    raise RuntimeError
-            except RuntimeError:
-                pass
-            make_doc(kb, "kept.txt")
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        try:
+            with transaction.atomic():
+                make_doc(kb, "rolled-back.txt")
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        make_doc(kb, "kept.txt")
     assert enqueued(dummy_tasks) == [("push_knowledge_base_task", (kb.pk,))]
     assert list(KnowledgeDocument.objects.values_list("file_name", flat=True)) == ["kept.txt"]
 
@@ -69,15 +73,20 @@ def test_a_rolled_back_savepoint_does_not_lose_the_enqueue(
 def test_rollback_enqueues_nothing(
     kb: KnowledgeBase, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
-    with django_capture_on_commit_callbacks(execute=True):
-        with pytest.raises(RuntimeError), transaction.atomic():
-            make_doc(kb)
-            raise RuntimeError
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        make_doc(kb)
+        raise RuntimeError
     assert dummy_tasks == []
 
 
 def test_pre_save_describes_the_uploaded_file(kb: KnowledgeBase) -> None:
-    upload = SimpleUploadedFile("Report 2024.pdf", b"%PDF-1.4 ...", content_type="application/x-whatever")
+    upload = SimpleUploadedFile(
+        "Report 2024.pdf", b"%PDF-1.4 ...", content_type="application/x-whatever"
+    )
     doc = KnowledgeDocument.objects.create(knowledge_base=kb, file=upload)
     assert doc.file_name == "Report 2024.pdf"  # the name the user gave, not the storage's
     assert doc.file_size == len(b"%PDF-1.4 ...")
@@ -91,7 +100,9 @@ def test_pre_save_describes_the_uploaded_file(kb: KnowledgeBase) -> None:
 
 
 def test_saving_other_fields_changes_nothing(
-    kb: KnowledgeBase, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any,
+    kb: KnowledgeBase,
+    dummy_tasks: list[Any],
+    django_capture_on_commit_callbacks: Any,
     django_assert_num_queries: Any,
 ) -> None:
     doc = synced_doc(kb)
@@ -107,7 +118,9 @@ def test_saving_other_fields_changes_nothing(
 
 @pytest.mark.parametrize("update_fields", [None, ["file"]])
 def test_a_replaced_file_tombstones_the_old_copy_and_queues_a_push(
-    kb: KnowledgeBase, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any,
+    kb: KnowledgeBase,
+    dummy_tasks: list[Any],
+    django_capture_on_commit_callbacks: Any,
     update_fields: Any,
 ) -> None:
     doc = synced_doc(kb, "v1.txt")
@@ -121,7 +134,11 @@ def test_a_replaced_file_tombstones_the_old_copy_and_queues_a_push(
     assert doc.file_version == 2
     assert doc.file_name == "v2.txt" and doc.file_size == len(b"second version")
     tomb = RemoteDeletion.objects.get()
-    assert (tomb.remote_id, tomb.reason, tomb.knowledge_base_slug) == (old_remote, "replaced", "kb_test")
+    assert (tomb.remote_id, tomb.reason, tomb.knowledge_base_slug) == (
+        old_remote,
+        "replaced",
+        "kb_test",
+    )
     assert sorted(enqueued(dummy_tasks)) == [
         ("delete_remote_task", ([tomb.pk],)),
         ("push_knowledge_base_task", (kb.pk,)),
@@ -140,26 +157,37 @@ def test_moving_a_document_to_another_knowledge_base(kb: KnowledgeBase) -> None:
     assert (tomb.remote_id, tomb.knowledge_base_id, tomb.reason) == (old_remote, kb.pk, "moved")
 
 
-def test_replacing_a_file_whose_upload_outcome_is_unknown_leaves_a_marker(kb: KnowledgeBase) -> None:
+def test_replacing_a_file_whose_upload_outcome_is_unknown_leaves_a_marker(
+    kb: KnowledgeBase,
+) -> None:
     doc = make_doc(kb, "first.txt", b"12345")
-    KnowledgeDocument.objects.filter(pk=doc.pk).update(sync_state=SyncState.NEEDS_REVIEW, attempts=1)
+    KnowledgeDocument.objects.filter(pk=doc.pk).update(
+        sync_state=SyncState.NEEDS_REVIEW, attempts=1
+    )
     doc.refresh_from_db()
     doc.file = SimpleUploadedFile("second.txt", b"67")
     doc.save()
     marker = RemoteDeletion.objects.get()
     assert marker.remote_id is None
-    assert (marker.file_name, marker.file_size, marker.reason) == ("first.txt", 5, "unknown_outcome")
+    assert (marker.file_name, marker.file_size, marker.reason) == (
+        "first.txt",
+        5,
+        "unknown_outcome",
+    )
 
 
 def test_delete_writes_a_tombstone_in_the_same_transaction(
     kb: KnowledgeBase, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     doc = synced_doc(kb)
-    with django_capture_on_commit_callbacks(execute=True):
-        with pytest.raises(RuntimeError), transaction.atomic():
-            doc.delete()
-            assert RemoteDeletion.objects.filter(remote_id=doc.remote_id).exists()
-            raise RuntimeError  # rolled back: the tombstone goes with the delete
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        doc.delete()
+        assert RemoteDeletion.objects.filter(remote_id=doc.remote_id).exists()
+        raise RuntimeError  # rolled back: the tombstone goes with the delete
     assert RemoteDeletion.objects.count() == 0 and dummy_tasks == []
     doc = KnowledgeDocument.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
@@ -182,7 +210,9 @@ def test_queryset_delete_tombstones_every_row_and_enqueues_once(
     }
     assert never_pushed.remote_id is None  # nothing remote to delete for it
     assert len(dummy_tasks) == 1
-    assert sorted(dummy_tasks[0].args[0]) == sorted(RemoteDeletion.objects.values_list("pk", flat=True))
+    assert sorted(dummy_tasks[0].args[0]) == sorted(
+        RemoteDeletion.objects.values_list("pk", flat=True)
+    )
 
 
 def test_cascade_from_a_knowledge_base_keeps_the_slug(
@@ -205,15 +235,29 @@ def test_deleting_an_upload_in_flight_leaves_a_marker(kb: KnowledgeBase) -> None
     assert marker.remote_id is None and (marker.file_name, marker.file_size) == ("flying.txt", 3)
 
 
-def test_fixture_loading_is_skipped(kb: KnowledgeBase, dummy_tasks: list[Any], tmp_path: Any,
-                                    django_capture_on_commit_callbacks: Any) -> None:
+def test_fixture_loading_is_skipped(
+    kb: KnowledgeBase,
+    dummy_tasks: list[Any],
+    tmp_path: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
     fixture = tmp_path / "docs.json"
-    fixture.write_text(
-        '[{"model": "promptjuggler_django.knowledgedocument", "pk": 500, "fields": '
-        '{"knowledge_base": %d, "file": "promptjuggler/x.txt", "file_version": 1, '
-        '"sync_state": "synced", "remote_id": "%s", "created_at": "2024-01-01T00:00:00Z", '
-        '"updated_at": "2024-01-01T00:00:00Z"}}]' % (kb.pk, uuid.uuid4())
-    )
+    payload = [
+        {
+            "model": "promptjuggler_django.knowledgedocument",
+            "pk": 500,
+            "fields": {
+                "knowledge_base": kb.pk,
+                "file": "promptjuggler/x.txt",
+                "file_version": 1,
+                "sync_state": "synced",
+                "remote_id": str(uuid.uuid4()),
+                "created_at": "2024-01-01T00:00:00Z",
+                "updated_at": "2024-01-01T00:00:00Z",
+            },
+        }
+    ]
+    fixture.write_text(json.dumps(payload))
     with django_capture_on_commit_callbacks(execute=True):
         call_command("loaddata", str(fixture), verbosity=0)
     doc = KnowledgeDocument.objects.get(pk=500)
@@ -262,7 +306,9 @@ def test_suppress_sync_is_per_thread_and_per_task() -> None:
 
 
 def test_sync_disabled_records_but_enqueues_nothing(
-    kb: KnowledgeBase, dummy_tasks: list[Any], settings: Any,
+    kb: KnowledgeBase,
+    dummy_tasks: list[Any],
+    settings: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "SYNC_ENABLED": False}
@@ -295,10 +341,9 @@ def test_receivers_are_sender_scoped_and_connected_once() -> None:
 def test_end_to_end_with_the_immediate_backend(
     pj: Any, kb: KnowledgeBase, django_capture_on_commit_callbacks: Any
 ) -> None:
-    with django_capture_on_commit_callbacks(execute=True):
-        with transaction.atomic():
-            docs = [make_doc(kb, f"e{i}.txt", f"content {i}".encode()) for i in range(5)]
-            assert pj.request_count() == 0
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        docs = [make_doc(kb, f"e{i}.txt", f"content {i}".encode()) for i in range(5)]
+        assert pj.request_count() == 0
     assert pj.request_count("upload") == 1
     for doc in docs:
         doc.refresh_from_db()

@@ -20,7 +20,7 @@ from promptjuggler_django.streams import (
     open_stored_file,
     stored_size,
 )
-from tests.sync_support import kb, pj  # noqa: F401
+from tests.sync_support import *  # noqa: F403  (fixtures)
 
 boto3 = pytest.importorskip("boto3")
 S3Storage = pytest.importorskip("storages.backends.s3").S3Storage

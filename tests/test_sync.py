@@ -14,7 +14,8 @@ from promptjuggler_django import signals, sync
 from promptjuggler_django.client import PromptJugglerClient, RemoteDocument
 from promptjuggler_django.models import KnowledgeDocument, RemoteDeletion, SyncState
 from promptjuggler_django.push import match_answer
-from tests.sync_support import dummy_tasks, kb, make_doc, pj, remote_state, sha  # noqa: F401
+from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
+from tests.sync_support import make_doc, remote_state, sha
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +50,11 @@ def test_push_is_idempotent(pj: Any, kb: Any) -> None:
 
 
 def test_batches_are_bounded_by_files_and_bytes(pj: Any, kb: Any, settings: Any) -> None:
-    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "BATCH_MAX_FILES": 3, "BATCH_MAX_BYTES": 250}
+    settings.PROMPTJUGGLER = {
+        **settings.PROMPTJUGGLER,
+        "BATCH_MAX_FILES": 3,
+        "BATCH_MAX_BYTES": 250,
+    }
     docs = [make_doc(kb, f"f{i}.txt", b"x" * 100) for i in range(7)]
     report = sync.push_due()
     assert report.synced == 7
@@ -94,8 +99,10 @@ def test_a_422_batch_is_isolated_file_by_file(pj: Any, kb: Any) -> None:
 
 
 def test_answers_are_mapped_by_position_and_name() -> None:
-    rows = [KnowledgeDocument(pk=i, file_name=n, file_size=s) for i, (n, s) in
-            enumerate([("a.txt", 1), ("b.txt", 2), ("a.txt", 3)])]
+    rows = [
+        KnowledgeDocument(pk=i, file_name=n, file_size=s)
+        for i, (n, s) in enumerate([("a.txt", 1), ("b.txt", 2), ("a.txt", 3)])
+    ]
 
     def remote(name: str, size: int) -> RemoteDocument:
         return RemoteDocument(id=uuid.uuid4(), status="pending", file_name=name, bytes=size)
@@ -238,7 +245,9 @@ def test_a_file_that_vanishes_mid_batch_blames_only_itself(pj: Any, kb: Any) -> 
     assert report.requeued == 1 and report.requests == 2
 
 
-def test_signals_are_sent_after_commit(pj: Any, kb: Any, django_capture_on_commit_callbacks: Any) -> None:
+def test_signals_are_sent_after_commit(
+    pj: Any, kb: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     got: list[Any] = []
 
     def on_success(sender: Any, document: Any, remote_document: Any, **kw: Any) -> None:
@@ -269,11 +278,16 @@ def test_no_remote_call_happens_inside_the_users_transaction(
         assert pj.request_count() == 0
 
 
-def test_a_rolled_back_save_sends_nothing(pj: Any, kb: Any, django_capture_on_commit_callbacks: Any) -> None:
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with pytest.raises(RuntimeError), transaction.atomic():
-            make_doc(kb, "x.txt")
-            raise RuntimeError
+def test_a_rolled_back_save_sends_nothing(
+    pj: Any, kb: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        make_doc(kb, "x.txt")
+        raise RuntimeError
     assert callbacks == []
     assert pj.request_count() == 0
 

@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 
 from promptjuggler_django import sync
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
-from tests.sync_support import kb, make_doc, pj, remote_state  # noqa: F401
+from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
+from tests.sync_support import make_doc, remote_state
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -42,10 +43,9 @@ def test_2000_documents_in_one_transaction(
     second = KnowledgeBase.objects.create(slug="kb_second")
     seen, stop = _enqueued_tasks()
     try:
-        with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            with transaction.atomic():
-                for i in range(N):
-                    make_doc(kb if i % 4 else second, f"doc-{i:04}.txt", f"body {i}".encode())
+        with django_capture_on_commit_callbacks(execute=False) as callbacks, transaction.atomic():
+            for i in range(N):
+                make_doc(kb if i % 4 else second, f"doc-{i:04}.txt", f"body {i}".encode())
         assert pj.request_count() == 0
         with CaptureQueriesContext(connection) as queries:
             for callback in callbacks:  # the commit: the immediate backend runs the pushes
@@ -53,8 +53,9 @@ def test_2000_documents_in_one_transaction(
     finally:
         stop()
     pushes = [s for s in seen if s[0] == "push_knowledge_base_task"]
-    assert sorted(pushes) == sorted([("push_knowledge_base_task", (kb.pk,)),
-                                     ("push_knowledge_base_task", (second.pk,))])
+    assert sorted(pushes) == sorted(
+        [("push_knowledge_base_task", (kb.pk,)), ("push_knowledge_base_task", (second.pk,))]
+    )
     batch = 20  # BATCH_MAX_FILES default
     uploads = pj.request_count("upload")
     batches = math.ceil(1500 / batch) + math.ceil(500 / batch)

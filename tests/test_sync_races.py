@@ -16,28 +16,27 @@ from django.utils import timezone
 
 from promptjuggler_django import push, sync
 from promptjuggler_django.client import PromptJugglerClient
-from promptjuggler_django.models import KnowledgeDocument, RemoteDeletion, SyncState, WebhookDelivery
-from promptjuggler_django.testing import sign_webhook
-from tests.sync_support import (  # noqa: F401
-    hooked_storage,
-    kb,
-    make_doc,
-    pj,
-    remote_state,
-    sha,
+from promptjuggler_django.models import (
+    KnowledgeDocument,
+    RemoteDeletion,
+    SyncState,
+    WebhookDelivery,
 )
+from promptjuggler_django.testing import sign_webhook
+from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
+from tests.sync_support import make_doc, remote_state, sha
 
 
-def _claim(ids: list[int]) -> push._Claim:
+def _claim(ids: list[int]) -> push.Claim:
     claim = push._claim_batch(push._Scope(ids=ids), "default")
     assert claim is not None
     return claim
 
 
-def _finish(claim: push._Claim, client: PromptJugglerClient) -> push.PushReport:
+def _finish(claim: push.Claim, client: PromptJugglerClient) -> push.PushReport:
     report = push.PushReport()
     results = push._process(client, claim, {}, report, "default")
-    push._store(claim, results, report, "default")
+    push.store_outcomes(claim, results, report, "default")
     return report
 
 
@@ -109,9 +108,8 @@ def test_a_webhook_that_arrives_before_the_upload_answer_is_stored(
             return answer
 
     doc = make_doc(kb, "fast.txt")
-    with EagerWebhooks.from_settings() as client:
-        with django_capture_on_commit_callbacks(execute=True):
-            sync.push_documents([doc.pk], client=client)
+    with EagerWebhooks.from_settings() as client, django_capture_on_commit_callbacks(execute=True):
+        sync.push_documents([doc.pk], client=client)
     doc.refresh_from_db()
     delivery = WebhookDelivery.objects.get(object_id=str(doc.remote_id))
     assert delivery.replay_count == 1 and delivery.outcome == WebhookDelivery.Outcome.APPLIED
@@ -160,8 +158,9 @@ def test_a_late_worker_whose_row_was_pushed_again_deletes_its_copy(
         sync_state=SyncState.QUEUED, next_attempt_at=None
     )
     assert sync.push_documents([doc.pk]).synced == 1
-    with PromptJugglerClient.from_settings() as client, django_capture_on_commit_callbacks(
-        execute=True
+    with (
+        PromptJugglerClient.from_settings() as client,
+        django_capture_on_commit_callbacks(execute=True),
     ):
         report = _finish(late, client)
     assert report.discarded == 1

@@ -14,7 +14,8 @@ from django.utils import timezone
 from promptjuggler_django import signals, sync
 from promptjuggler_django.client import PromptJugglerClient
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
-from tests.sync_support import kb, make_doc, pj, remote_state  # noqa: F401
+from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
+from tests.sync_support import make_doc, remote_state
 
 pytestmark = pytest.mark.django_db
 
@@ -50,9 +51,11 @@ def test_refresh_learns_the_knowledge_base_and_polls_statuses(
 
     signals.document_status_changed.connect(on_change, dispatch_uid="t-poll")
     try:
-        with PromptJugglerClient.from_settings() as client:
-            with django_capture_on_commit_callbacks(execute=True):
-                report = sync.refresh_knowledge_base(kb, client=client)
+        with (
+            PromptJugglerClient.from_settings() as client,
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            report = sync.refresh_knowledge_base(kb, client=client)
     finally:
         signals.document_status_changed.disconnect(dispatch_uid="t-poll")
     assert pj.request_count("get_knowledge_base") == 1
@@ -79,7 +82,7 @@ def test_refresh_documents_makes_one_get_per_knowledge_base(pj: Any, kb: Any) ->
 
 
 def test_a_document_deleted_remotely_is_pushed_again(pj: Any, kb: Any) -> None:
-    keep, lost = pushed(kb, "keep.txt", "lost.txt")
+    _, lost = pushed(kb, "keep.txt", "lost.txt")
     with PromptJugglerClient.from_settings() as client:
         client.delete_document(lost.remote_id)
     code, out = run()
@@ -135,7 +138,9 @@ def test_needs_review_without_a_remote_copy_is_pushed_again(pj: Any, kb: Any) ->
 
 def test_adoption_needs_the_same_size(pj: Any, kb: Any) -> None:
     doc = make_doc(kb, "same-name.txt", b"12345")
-    KnowledgeDocument.objects.filter(pk=doc.pk).update(sync_state=SyncState.NEEDS_REVIEW, attempts=1)
+    KnowledgeDocument.objects.filter(pk=doc.pk).update(
+        sync_state=SyncState.NEEDS_REVIEW, attempts=1
+    )
     other = pj.add_document("kb_test", "same-name.txt", b"1234")  # same name, other size
     run("--delete-orphans")
     doc.refresh_from_db()
@@ -150,11 +155,14 @@ def test_an_upload_in_flight_is_never_taken_for_an_orphan(pj: Any, kb: Any) -> N
     )
     remote = pj.add_document("kb_test", "flying.txt", b"abc")  # its answer is not stored yet
     code, out = run("--delete-orphans")
+    assert code == 0, out
     assert pj.document(remote.id) is not None
     assert "Orphans (remote documents no row knows): 0" in out
 
 
-def test_a_deleted_row_with_an_unknown_outcome_gets_its_copy_deleted(pj: Any, kb: Any, settings: Any) -> None:
+def test_a_deleted_row_with_an_unknown_outcome_gets_its_copy_deleted(
+    pj: Any, kb: Any, settings: Any
+) -> None:
     settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "READ_TIMEOUT": 0.5}
     doc = make_doc(kb, "ghost.txt", b"boo")
     pj.set_fault("upload", read_timeout=2, after_effect=True, times=1)
@@ -172,7 +180,9 @@ def test_a_deleted_row_with_an_unknown_outcome_gets_its_copy_deleted(pj: Any, kb
 
 def test_markers_of_a_deleted_knowledge_base_are_resolved_by_slug(pj: Any, kb: Any) -> None:
     doc = make_doc(kb, "orphaned.txt", b"zz")
-    KnowledgeDocument.objects.filter(pk=doc.pk).update(sync_state=SyncState.NEEDS_REVIEW, attempts=1)
+    KnowledgeDocument.objects.filter(pk=doc.pk).update(
+        sync_state=SyncState.NEEDS_REVIEW, attempts=1
+    )
     pj.add_document("kb_test", "orphaned.txt", b"zz")  # the unknown outcome did land
     kb.delete()
     marker = RemoteDeletion.objects.get()

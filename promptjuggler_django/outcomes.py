@@ -1,0 +1,433 @@
+"""What a push learned, and storing it: reports, per-document results, the store step.
+
+The store step runs in one short transaction per batch and keeps an answer only if its row is
+still the one that was sent (same ``file_version``, same claim). Otherwise the fresh remote
+copy is tombstoned: the row was deleted, its file replaced, or another worker pushed it.
+Writes are grouped so a batch costs the same few queries whatever its size.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from . import signals
+from .client import RemoteDocument
+from .conf import pj_settings
+from .models import KnowledgeBase, KnowledgeDocument, SyncState
+from .outbox import Tombstone, write_tombstones
+
+logger = logging.getLogger("promptjuggler_django.sync")
+
+#: Called as ``progress(step, done, total)``; ``total`` may be None when unknown.
+Progress = Callable[[str, int, "int | None"], None]
+
+ERROR_LENGTH = 2000
+
+# Result kinds of one document in one push.
+SYNCED, RETRYING, FAILED, NEEDS_REVIEW, REQUEUE = (
+    "synced",
+    "retrying",
+    "failed",
+    "needs_review",
+    "requeue",
+)
+
+
+@dataclass
+class PushReport:
+    """What a push did. Counts are documents; ``requests`` are upload requests made."""
+
+    attempted: int = 0
+    synced: int = 0
+    #: Documents matched to a remote copy an earlier, ambiguous attempt had created.
+    adopted: int = 0
+    retrying: int = 0
+    failed: int = 0
+    needs_review: int = 0
+    #: Put back in the queue without counting an attempt (innocent files in a broken batch).
+    requeued: int = 0
+    #: Fresh remote copies tombstoned because their row was deleted or changed meanwhile.
+    discarded: int = 0
+    batches: int = 0
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def note_error(self, message: str) -> None:
+        if message and message not in self.errors and len(self.errors) < 20:
+            self.errors.append(message)
+
+    def merge(self, other: PushReport) -> None:
+        for name in (
+            "attempted",
+            "synced",
+            "adopted",
+            "retrying",
+            "failed",
+            "needs_review",
+            "requeued",
+            "discarded",
+            "batches",
+            "requests",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for message in other.errors:
+            self.note_error(message)
+
+
+@dataclass
+class DocumentResult:
+    """The outcome for one document of one batch."""
+
+    row: KnowledgeDocument
+    kind: str
+    remote: RemoteDocument | None = None
+    error: str = ""
+    status_code: int | None = None
+    retry_after: float | None = None
+    adopted: bool = False
+    #: The attempt does not count (the row was not the cause).
+    refund: bool = False
+
+
+@dataclass
+class Claim:
+    knowledge_base: KnowledgeBase
+    rows: list[KnowledgeDocument]
+    #: The lease end written on the rows; identifies this claim.
+    token: datetime
+
+
+def backoff_delay(attempts: int, retry_after: float | None = None) -> float:
+    """Seconds before attempt ``attempts + 1``: exponential, capped, jittered, ≥ Retry-After."""
+    ceiling = min(
+        pj_settings.PUSH_BACKOFF_MAX, pj_settings.PUSH_BACKOFF * 2 ** max(0, attempts - 1)
+    )
+    # Equal jitter: spread workers apart without ever retrying at once.
+    delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def locked_rows(qs: QuerySet[Any], using: str, *, skip_locked: bool) -> QuerySet[Any]:
+    features = connections[using].features
+    if not features.has_select_for_update:
+        return qs  # SQLite: writes are serialised; the conditional update decides
+    kwargs: dict[str, Any] = {}
+    if skip_locked and features.has_select_for_update_skip_locked:
+        kwargs["skip_locked"] = True
+    if features.has_select_for_update_of:
+        kwargs["of"] = ("self",)
+    return qs.select_for_update(**kwargs)
+
+
+def match_answer(
+    rows: Sequence[KnowledgeDocument], answer: Sequence[RemoteDocument]
+) -> list[DocumentResult]:
+    """Pair the upload answer's documents with the rows sent, by position and ``fileName``.
+
+    The answer presumably lists documents in the parts' order; the name confirms it. When
+    names disagree (a server that renames), leftover pairs are matched by position only if
+    the counts and sizes agree. A row left without a document has an unknown outcome.
+    """
+    pairs: dict[int, RemoteDocument] = {}
+    names_agree = len(answer) == len(rows) and all(
+        row.file_name == doc.file_name for row, doc in zip(rows, answer, strict=True)
+    )
+    if names_agree:
+        pairs = dict(enumerate(answer))
+    else:
+        unused = list(range(len(answer)))
+        for i, row in enumerate(rows):
+            j = i if i in unused and answer[i].file_name == row.file_name else None
+            if j is None:
+                j = next((k for k in unused if answer[k].file_name == row.file_name), None)
+            if j is not None:
+                pairs[i] = answer[j]
+                unused.remove(j)
+        left = [i for i in range(len(rows)) if i not in pairs]
+        if len(answer) == len(rows) and len(left) == len(unused):
+            for i, j in zip(left, unused, strict=True):
+                size, got = rows[i].file_size, answer[j].bytes
+                if size is None or got is None or size == got:
+                    pairs[i] = answer[j]
+    results = []
+    for i, row in enumerate(rows):
+        if i in pairs:
+            results.append(DocumentResult(row, SYNCED, remote=pairs[i]))
+        else:
+            results.append(
+                DocumentResult(row, NEEDS_REVIEW, error="The upload answer did not list this file.")
+            )
+    return results
+
+
+# -- storing ---------------------------------------------------------------------------------
+
+#: Written for every stored outcome; the file's description only when the push filled it in.
+_SYNCED_FIELDS = (
+    "sync_state",
+    "last_error",
+    "next_attempt_at",
+    "remote_id",
+    "remote_status",
+    "chunk_count",
+    "status_changed_at",
+    "pushed_at",
+    "updated_at",
+)
+_FAILURE_FIELDS = ("sync_state", "attempts", "last_error", "next_attempt_at", "updated_at")
+_FILE_FIELDS = ("file_name", "file_size", "content_type")
+
+
+def _write(rows: list[KnowledgeDocument], fields: set[str], using: str) -> None:
+    """Write ``fields`` of ``rows``: one UPDATE for values all rows share, one CASE for the rest.
+
+    ``bulk_update`` over every field makes Django build a CASE expression per row and field,
+    which costs more than the upload itself for small files; most values (state, times,
+    errors) are the same across a batch.
+    """
+    shared: dict[str, Any] = {}
+    varying: list[str] = []
+    for name in sorted(fields):
+        first = getattr(rows[0], name)
+        if all(getattr(row, name) == first for row in rows[1:]):
+            shared[name] = first
+        else:
+            varying.append(name)
+    manager = KnowledgeDocument.objects.using(using)
+    if shared:
+        manager.filter(pk__in=[row.pk for row in rows]).update(**shared)
+    if varying:
+        manager.bulk_update(rows, varying)
+
+
+def _discard_reason(
+    current: KnowledgeDocument | None,
+    sent: KnowledgeDocument,
+    remote: RemoteDocument,
+    token: datetime,
+    holder: int | None,
+) -> str | None:
+    """Why a fresh remote copy must not be stored on its row (then it is deleted), or None."""
+    if current is None:
+        return "deleted_during_upload"
+    if current.file_version != sent.file_version:
+        return "replaced_during_upload"
+    if current.remote_id is not None and current.remote_id != remote.id:
+        return "duplicate"
+    if current.sync_state == SyncState.UPLOADING and current.next_attempt_at != token:
+        return "duplicate"  # another worker is sending the same version right now
+    if holder is not None and holder != current.pk:
+        return "held"
+    return None
+
+
+def _still_ours(
+    current: KnowledgeDocument | None, sent: KnowledgeDocument, token: datetime
+) -> bool:
+    return (
+        current is not None
+        and current.file_version == sent.file_version
+        and current.sync_state == SyncState.UPLOADING
+        and current.next_attempt_at == token
+    )
+
+
+def store_outcomes(
+    claim: Claim, results: list[DocumentResult], report: PushReport, using: str
+) -> list[KnowledgeDocument]:
+    """Write the batch's outcomes in one transaction; the rows as stored."""
+    now = timezone.now()
+    kb = claim.knowledge_base
+    max_attempts = pj_settings.PUSH_MAX_ATTEMPTS
+    updates: list[KnowledgeDocument] = []
+    fields: set[str] = set()
+    succeeded: list[tuple[KnowledgeDocument, RemoteDocument]] = []
+    gave_up: list[tuple[KnowledgeDocument, str, int | None]] = []
+    tombstones: list[Tombstone] = []
+    with transaction.atomic(using=using):
+        pks = [r.row.pk for r in results]
+        qs = KnowledgeDocument.objects.using(using).filter(pk__in=pks)
+        current = {d.pk: d for d in locked_rows(qs, using, skip_locked=False)}
+        remote_ids = [r.remote.id for r in results if r.remote is not None]
+        holders: dict[Any, int] = {}
+        if remote_ids:
+            holders = dict(
+                KnowledgeDocument.objects.using(using)
+                .filter(remote_id__in=remote_ids)
+                .values_list("remote_id", "pk")
+            )
+        for res in results:
+            sent, cur, remote = res.row, current.get(res.row.pk), res.remote
+            if remote is not None:
+                if cur is not None and cur.remote_id == remote.id:
+                    continue  # reconcile adopted this very copy meanwhile
+                reason = _discard_reason(cur, sent, remote, claim.token, holders.get(remote.id))
+                if reason == "held":
+                    # Another row already owns this remote id: never delete it; review ours.
+                    res = DocumentResult(
+                        sent, NEEDS_REVIEW, error="The remote copy belongs to another row."
+                    )
+                elif reason:
+                    tombstones.append(
+                        Tombstone(remote.id, kb.pk, kb.slug, sent.file_name, sent.file_size, reason)
+                    )
+                    report.discarded += 1
+                    continue
+                else:
+                    assert cur is not None
+                    fields.update(_SYNCED_FIELDS, _describe_changes(cur, sent))
+                    _mark_synced(cur, sent, remote, now)
+                    updates.append(cur)
+                    succeeded.append((cur, remote))
+                    report.synced += 1
+                    report.adopted += int(res.adopted)
+                    continue
+            if not _still_ours(cur, sent, claim.token):
+                continue  # deleted, replaced or taken over meanwhile: its new state stands
+            assert cur is not None
+            fields.update(_FAILURE_FIELDS, _describe_changes(cur, sent))
+            _mark_failure(cur, sent, res, now, max_attempts)
+            updates.append(cur)
+            report.note_error(res.error)
+            if cur.sync_state == SyncState.FAILED:
+                report.failed += 1
+                gave_up.append((cur, cur.last_error, res.status_code))
+            elif cur.sync_state == SyncState.RETRYING:
+                report.retrying += 1
+            elif cur.sync_state == SyncState.NEEDS_REVIEW:
+                report.needs_review += 1
+            else:
+                report.requeued += 1
+        if updates:
+            _write(updates, fields, using)
+        if tombstones:
+            write_tombstones(tombstones, using=using)
+        if succeeded or gave_up:
+            transaction.on_commit(
+                partial(_after_store, succeeded, gave_up, using), using=using, robust=True
+            )
+    return updates
+
+
+def _describe_changes(cur: KnowledgeDocument, sent: KnowledgeDocument) -> list[str]:
+    """The file description fields the push filled in (bulk-created rows lack them)."""
+    return [name for name in _FILE_FIELDS if getattr(cur, name) != getattr(sent, name)]
+
+
+def _mark_synced(
+    cur: KnowledgeDocument, sent: KnowledgeDocument, remote: RemoteDocument, now: datetime
+) -> None:
+    cur.remote_id = remote.id
+    cur.remote_status = remote.status[:32]
+    cur.chunk_count = remote.chunk_count
+    # No observation time: the upload answer is the weakest news there is, so any webhook
+    # (even one logged before this answer was stored) or poll may move it forward.
+    cur.status_changed_at = None
+    cur.sync_state = SyncState.SYNCED
+    cur.last_error = ""
+    cur.next_attempt_at = None
+    cur.pushed_at = now
+    cur.file_name, cur.file_size, cur.content_type = (
+        sent.file_name,
+        sent.file_size,
+        sent.content_type,
+    )
+    cur.updated_at = now
+
+
+def _mark_failure(
+    cur: KnowledgeDocument,
+    sent: KnowledgeDocument,
+    res: DocumentResult,
+    now: datetime,
+    max_attempts: int,
+) -> None:
+    cur.file_name, cur.file_size, cur.content_type = (
+        sent.file_name,
+        sent.file_size,
+        sent.content_type,
+    )
+    cur.updated_at = now
+    cur.next_attempt_at = None
+    cur.last_error = res.error[:ERROR_LENGTH]
+    if res.kind == REQUEUE:
+        cur.sync_state = SyncState.QUEUED
+        cur.attempts = max(0, cur.attempts - int(res.refund))
+    elif res.kind == RETRYING and cur.attempts >= max_attempts:
+        cur.sync_state = SyncState.FAILED
+        cur.last_error = f"Gave up after {cur.attempts} attempts. {res.error}"[:ERROR_LENGTH]
+    elif res.kind == RETRYING:
+        cur.sync_state = SyncState.RETRYING
+        cur.next_attempt_at = now + timedelta(seconds=backoff_delay(cur.attempts, res.retry_after))
+    elif res.kind == FAILED:
+        cur.sync_state = SyncState.FAILED
+    else:
+        cur.sync_state = SyncState.NEEDS_REVIEW
+
+
+def _after_store(
+    succeeded: list[tuple[KnowledgeDocument, RemoteDocument]],
+    gave_up: list[tuple[KnowledgeDocument, str, int | None]],
+    using: str,
+) -> None:
+    """After commit: public signals, then webhooks that arrived before the answer was stored."""
+    for document, remote in succeeded:
+        send_signal(signals.upload_succeeded, document=document, remote_document=remote)
+    for document, error, status_code in gave_up:
+        send_signal(signals.upload_failed, document=document, error=error, status_code=status_code)
+    if succeeded:
+        replay_early_webhooks([remote.id for _, remote in succeeded], using=using)
+
+
+def send_signal(signal: Any, **kwargs: Any) -> None:
+    # The state is committed; one failing receiver must not stop the others or the worker.
+    for receiver, response in signal.send_robust(sender=KnowledgeDocument, **kwargs):
+        if isinstance(response, Exception):
+            logger.error(
+                "A receiver of a PromptJuggler signal failed: %r",
+                receiver,
+                exc_info=(type(response), response, response.__traceback__),
+            )
+
+
+def replay_early_webhooks(remote_ids: Sequence[Any], *, using: str | None = None) -> int:
+    """Apply logged ``knowledgedocument.finished`` deliveries that found no row at the time.
+
+    PromptJuggler may finish a small document and send its webhook before the upload answer
+    is stored here; that delivery was logged as ``unknown_object``. Once the remote id is on
+    its row, the logged deliveries are applied again (forward-only, so order does not matter).
+    One query when there is nothing to replay.
+    """
+    from .models import WebhookDelivery
+
+    if not remote_ids:
+        return 0
+    deliveries = list(
+        WebhookDelivery.objects.using(using or DEFAULT_DB_ALIAS)
+        .filter(
+            object_id__in=[str(r) for r in remote_ids],
+            outcome=WebhookDelivery.Outcome.UNKNOWN_OBJECT,
+            event_type=WebhookDelivery.EventType.DOCUMENT_FINISHED,
+        )
+        .order_by("signature_timestamp", "pk")
+        .values_list("pk", flat=True)
+    )
+    if not deliveries:
+        return 0
+    from .deliveries import replay_delivery
+
+    for delivery_id in deliveries:
+        replay_delivery(delivery_id)
+    return len(deliveries)

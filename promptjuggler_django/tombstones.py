@@ -1,0 +1,154 @@
+"""Draining tombstones: delete the remote documents that local deletes left behind.
+
+A tombstone is written in the same transaction as the local delete (see :mod:`.receivers`) and
+removed once PromptJuggler answers 204, or 404 (already gone). Deleting is idempotent, so a
+failed attempt just waits for a backoff and is tried again; there is no "failed" end state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import signals
+from .client import APIError, PromptJugglerClient, PromptJugglerError
+from .conf import pj_settings
+from .models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
+from .outcomes import ERROR_LENGTH, Progress, backoff_delay, locked_rows
+
+logger = logging.getLogger("promptjuggler_django.sync")
+
+
+@dataclass
+class DrainReport:
+    """What draining tombstones did."""
+
+    deleted: int = 0
+    #: PromptJuggler answered 404: the document was already gone (also done).
+    already_gone: int = 0
+    #: Tombstones kept for a later attempt.
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def merge(self, other: DrainReport) -> None:
+        self.deleted += other.deleted
+        self.already_gone += other.already_gone
+        self.failed += other.failed
+        for message in other.errors:
+            if message not in self.errors and len(self.errors) < 20:
+                self.errors.append(message)
+
+
+_TOMBSTONES_PER_ROUND = 100
+
+
+def drain_tombstones(
+    ids: Iterable[int] | None = None,
+    *,
+    knowledge_base: KnowledgeBase | None = None,
+    client: PromptJugglerClient | None = None,
+    using: str | None = None,
+    progress: Progress | None = None,
+) -> DrainReport:
+    """Delete the remote documents tombstones point to; drop each tombstone once done.
+
+    PromptJuggler's 204 and 404 both mean the document is gone. Anything else keeps the
+    tombstone with its error and a backoff: deleting is idempotent, so it is simply tried
+    again later. Tombstones without a remote id (unknown upload outcomes) are left to reconcile.
+    """
+    using = using or DEFAULT_DB_ALIAS
+    report = DrainReport()
+    only = None if ids is None else sorted({int(i) for i in ids})
+    if only == []:
+        return report
+    own_client = client is None
+    seen: set[int] = set()
+    try:
+        while True:
+            now = timezone.now()
+            lease = now + timedelta(seconds=pj_settings.UPLOAD_LEASE)
+            with transaction.atomic(using=using):
+                qs = RemoteDeletion.objects.using(using).filter(remote_id__isnull=False)
+                qs = qs.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+                if only is not None:
+                    qs = qs.filter(pk__in=only)
+                if knowledge_base is not None:
+                    qs = qs.filter(
+                        Q(knowledge_base=knowledge_base)
+                        | Q(knowledge_base__isnull=True, knowledge_base_slug=knowledge_base.slug)
+                    )
+                if seen:
+                    qs = qs.exclude(pk__in=seen)
+                qs = qs.select_related("knowledge_base").order_by("pk")
+                batch = list(locked_rows(qs, using, skip_locked=True)[:_TOMBSTONES_PER_ROUND])
+                if not batch:
+                    break
+                RemoteDeletion.objects.using(using).filter(pk__in=[t.pk for t in batch]).update(
+                    next_attempt_at=lease, attempts=F("attempts") + 1
+                )
+            seen.update(t.pk for t in batch)
+            if client is None:
+                client = PromptJugglerClient.from_settings()
+            done: list[tuple[RemoteDeletion, bool]] = []
+            kept: list[RemoteDeletion] = []
+            for tombstone in batch:
+                try:
+                    deleted = client.delete_document(tombstone.remote_id)
+                except PromptJugglerError as exc:
+                    tombstone.attempts += 1
+                    tombstone.last_error = str(exc)[:ERROR_LENGTH]
+                    retry_after = exc.retry_after if isinstance(exc, APIError) else None
+                    tombstone.next_attempt_at = timezone.now() + timedelta(
+                        seconds=backoff_delay(tombstone.attempts, retry_after)
+                    )
+                    kept.append(tombstone)
+                    if len(report.errors) < 20 and str(exc) not in report.errors:
+                        report.errors.append(str(exc))
+                else:
+                    done.append((tombstone, deleted))
+            with transaction.atomic(using=using):
+                if done:
+                    RemoteDeletion.objects.using(using).filter(
+                        pk__in=[t.pk for t, _ in done]
+                    ).delete()
+                if kept:
+                    RemoteDeletion.objects.using(using).bulk_update(
+                        kept, ["attempts", "last_error", "next_attempt_at"]
+                    )
+                if done:
+                    transaction.on_commit(partial(_after_drain, done), using=using, robust=True)
+            report.deleted += sum(1 for _, deleted in done if deleted)
+            report.already_gone += sum(1 for _, deleted in done if not deleted)
+            report.failed += len(kept)
+            if progress is not None:
+                progress("delete", report.deleted + report.already_gone + report.failed, None)
+            if kept and not done:
+                break  # PromptJuggler is refusing or unreachable: stop hammering it
+    finally:
+        if own_client and client is not None:
+            client.close()
+    return report
+
+
+def _after_drain(done: list[tuple[RemoteDeletion, bool]]) -> None:
+    for tombstone, deleted in done:
+        for receiver, response in signals.remote_deleted.send_robust(
+            sender=KnowledgeDocument,
+            remote_id=tombstone.remote_id,
+            knowledge_base=tombstone.knowledge_base,
+            reason=tombstone.reason,
+            already_gone=not deleted,
+        ):
+            if isinstance(response, Exception):
+                logger.error(
+                    "A receiver of remote_deleted failed: %r",
+                    receiver,
+                    exc_info=(type(response), response, response.__traceback__),
+                )
