@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import URLPattern, path
@@ -35,6 +35,7 @@ from django.views.decorators.csrf import csrf_exempt
 from . import deliveries, signature
 from .conf import pj_settings
 from .deliveries import process_delivery, replay_delivery
+from .events import EVENT_FAMILIES
 from .models import WebhookDelivery
 
 __all__ = [
@@ -77,6 +78,12 @@ class WebhookView(View):
     def as_view(cls, **initkwargs: Any) -> Any:
         """The view, CSRF-exempt, public under ``LoginRequiredMiddleware``, and left out of
         ``ATOMIC_REQUESTS`` so that an ``error`` row survives its rolled-back effect."""
+        event_type = initkwargs.get("event_type", cls.event_type)
+        if event_type is not None and event_type not in EVENT_FAMILIES:
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.event_type must be None or one of {sorted(EVENT_FAMILIES)}; "
+                f"got {event_type!r}."
+            )
         view = super().as_view(**initkwargs)
         for alias in connections:
             view = transaction.non_atomic_requests(using=alias)(view)
@@ -99,6 +106,7 @@ class WebhookView(View):
         return HttpResponse(status=200)
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        """Size, then signature, then the delivery log; see the module docstring for answers."""
         secrets = self.get_secrets()
         if not secrets:
             logger.error(
@@ -175,28 +183,20 @@ def _failure_reason(header: str | None, now: float, tolerance: float) -> str:
     return f"{signature.HEADER} matches no configured webhook secret."
 
 
+#: The per-event URLs: path segment → (URL name, the event type it takes).
+PER_EVENT_URLS: dict[str, tuple[str, str]] = {
+    "knowledgedocument": ("webhook-document", EventType.DOCUMENT_FINISHED),
+    "knowledgebase": ("webhook-knowledge-base", EventType.KNOWLEDGE_BASE_FINISHED),
+    "promptrun": ("webhook-prompt-run", EventType.PROMPT_RUN_FINISHED),
+    "workflowrun": ("webhook-workflow-run", EventType.WORKFLOW_RUN_FINISHED),
+}
+
 #: The URLs, one shared and one per event type. Names live in the ``promptjuggler_django``
 #: namespace, e.g. ``reverse("promptjuggler_django:webhook")``.
 urlpatterns: list[URLPattern] = [
     path("webhook/", WebhookView.as_view(), name="webhook"),
-    path(
-        "webhook/knowledgedocument/",
-        WebhookView.as_view(event_type=EventType.DOCUMENT_FINISHED),
-        name="webhook-document",
-    ),
-    path(
-        "webhook/knowledgebase/",
-        WebhookView.as_view(event_type=EventType.KNOWLEDGE_BASE_FINISHED),
-        name="webhook-knowledge-base",
-    ),
-    path(
-        "webhook/promptrun/",
-        WebhookView.as_view(event_type=EventType.PROMPT_RUN_FINISHED),
-        name="webhook-prompt-run",
-    ),
-    path(
-        "webhook/workflowrun/",
-        WebhookView.as_view(event_type=EventType.WORKFLOW_RUN_FINISHED),
-        name="webhook-workflow-run",
+    *(
+        path(f"webhook/{segment}/", WebhookView.as_view(event_type=event_type), name=name)
+        for segment, (name, event_type) in PER_EVENT_URLS.items()
     ),
 ]

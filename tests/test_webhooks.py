@@ -7,12 +7,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from promptjuggler_django import deliveries, signals, status
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, WebhookDelivery
+from promptjuggler_django.webhooks import WebhookView
 
 from .webhook_support import (
     NOW,
@@ -178,6 +180,11 @@ def test_wrong_shape_on_a_per_event_url_is_logged_invalid(client, name, payload,
     delivery = WebhookDelivery.objects.get()
     assert delivery.detail.startswith(detail)
     assert delivery.processed_at is not None
+
+
+def test_a_per_event_view_must_name_a_known_event() -> None:
+    with pytest.raises(ImproperlyConfigured, match="event_type"):
+        WebhookView.as_view(event_type="knowledgedocument.done")
 
 
 def test_unknown_status_strings_are_stored(client) -> None:
