@@ -20,7 +20,7 @@ def test_settings_are_read_lazily(settings):
 
 def test_missing_setting_dict_means_defaults(settings):
     del settings.PROMPTJUGGLER
-    assert pj_settings.MAX_RETRIES == SETTINGS["MAX_RETRIES"].default
+    assert SETTINGS["MAX_RETRIES"].default == pj_settings.MAX_RETRIES
 
 
 def test_api_key_falls_back_to_environment(settings, monkeypatch):
