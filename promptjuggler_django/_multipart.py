@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import secrets
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, BinaryIO, Protocol
 
 #: Content types for the file types PromptJuggler documents. ``mimetypes`` depends on the host
@@ -52,6 +54,9 @@ def guess_content_type(file_name: str) -> str:
     return mimetypes.guess_type(file_name, strict=False)[0] or DEFAULT_CONTENT_TYPE
 
 
+_NEEDS_ESCAPING = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
 def quote_filename(file_name: str) -> str:
     """Escape ``file_name`` for the quoted ``filename="…"`` parameter of a part.
 
@@ -62,6 +67,8 @@ def quote_filename(file_name: str) -> str:
     ``filename*=`` is deliberately not used: RFC 7578 §4.2 forbids it in ``multipart/form-data``
     and servers built for browsers read the raw UTF-8 form.
     """
+    if not _NEEDS_ESCAPING.search(file_name):
+        return file_name  # the usual case, and a batch has hundreds of names
     out = []
     for ch in file_name:
         code = ord(ch)
@@ -138,36 +145,64 @@ class MultipartBody:
     parts: Sequence[Part]
     chunk_size: int = 64 * 1024
     boundary: str = field(default_factory=new_boundary)
+    _header_cache: list[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def content_type(self) -> str:
         return f"multipart/form-data; boundary={self.boundary}"
 
+    def _headers(self) -> list[bytes]:
+        # Built once per body: a batch of small files spends real time quoting names.
+        if self._header_cache is None:
+            self._header_cache = [
+                part_header(self.boundary, i, part.file_name, part.content_type)
+                for i, part in enumerate(self.parts)
+            ]
+        return self._header_cache
+
     @property
     def content_length(self) -> int | None:
         """The exact body length when every part's size is known, else None (send chunked)."""
         total = len(closing(self.boundary))
-        for i, part in enumerate(self.parts):
+        for part, header in zip(self.parts, self._headers(), strict=True):
             if part.size is None:
                 return None
-            header = part_header(self.boundary, i, part.file_name, part.content_type)
             total += len(header) + part.size + 2
         return total
 
     def chunks(self, progress: BodyProgress) -> Generator[bytes, None, None]:
-        """Yield the body, updating ``progress`` as the consumer asks for each next chunk."""
-        for i, part in enumerate(self.parts):
-            header = part_header(self.boundary, i, part.file_name, part.content_type)
-            yield header
-            progress.sent += len(header)
-            for piece in self._read(part, progress):
-                yield piece
-                progress.sent += len(piece)
-            yield b"\r\n"
-            progress.sent += 2
-        tail = closing(self.boundary)
-        yield tail
-        progress.sent += len(tail)
+        """Yield the body, updating ``progress`` as the consumer asks for each next chunk.
+
+        Small pieces (part headers, small files, the CRLF closing each part) are joined into
+        chunks of up to ``chunk_size`` bytes: each chunk is one socket write, and a batch of
+        small files would otherwise cost three writes per file. A piece that does not fit is
+        passed on as it is (never copied), so memory stays bounded by ``chunk_size``. The
+        first part header goes out alone: until the transport asks for more, no stream has
+        been read, so a connection that fails on the first write can be retried.
+        """
+        limit = self.chunk_size
+        pending: list[bytes] = []
+        pending_size = 0
+        for i, (part, header) in enumerate(zip(self.parts, self._headers(), strict=True)):
+            if i == 0:
+                yield header
+                progress.sent += len(header)
+                pieces: Iterable[bytes] = chain(self._read(part, progress), (b"\r\n",))
+            else:
+                pieces = chain((header,), self._read(part, progress), (b"\r\n",))
+            for piece in pieces:
+                if pending and pending_size + len(piece) > limit:
+                    chunk = b"".join(pending)
+                    pending.clear()
+                    pending_size = 0
+                    yield chunk
+                    progress.sent += len(chunk)
+                pending.append(piece)
+                pending_size += len(piece)
+        pending.append(closing(self.boundary))
+        chunk = b"".join(pending)
+        yield chunk
+        progress.sent += len(chunk)
         progress.complete = True
 
     def _read(self, part: Part, progress: BodyProgress) -> Generator[bytes, None, None]:

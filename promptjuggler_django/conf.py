@@ -102,7 +102,7 @@ SETTINGS: dict[str, Setting] = {
     "PUSH_BACKOFF": Setting(30.0, "a positive number of seconds", _is_pos_number),
     "PUSH_BACKOFF_MAX": Setting(3600.0, "a positive number of seconds", _is_pos_number),
     "UPLOAD_LEASE": Setting(900.0, "a positive number of seconds", _is_pos_number),
-    "BATCH_MAX_FILES": Setting(20, "a positive int", _is_pos_int),
+    "BATCH_MAX_FILES": Setting(100, "a positive int", _is_pos_int),
     "BATCH_MAX_BYTES": Setting(50 * 1024 * 1024, "a positive int (bytes)", _is_pos_int),
     "STORAGE": Setting(None, "a STORAGES alias string, or None for 'default'", _is_opt_str),
     "UPLOAD_TO": Setting("promptjuggler/%Y/%m/", "a path string or a callable", _is_upload_to),

@@ -78,7 +78,12 @@ class _FlushHook:
     def __call__(self) -> None:
         if _pending.get(self.connection) is self.entry:
             del _pending[self.connection]
-            _flush(self.entry, self.using)
+            try:
+                _flush(self.entry, self.using)
+            except Exception:
+                # Logged here: Django names a failing robust hook by its __qualname__, which
+                # an instance lacks (the logging itself would raise after the commit).
+                logger.exception("Enqueueing PromptJuggler work after commit failed.")
 
 
 def _pending_entry(connection: Any) -> _Pending | None:

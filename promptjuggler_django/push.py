@@ -14,6 +14,10 @@ One batch is one upload request for one knowledge base, bounded by ``BATCH_MAX_F
 PromptJuggler has no idempotency key: an upload that failed with a 5xx may still have created
 its documents. So before a document is sent a second time, the knowledge base's list is read
 once and a matching document nobody knows is adopted rather than uploaded twice.
+
+PromptJuggler publishes no limit on files or bytes per request. A batch it finds too large
+(413, a 4xx that no single file of it earns, an answer listing only its first files) is sent
+again in smaller pieces, and the rest of the run claims batches of the size that went through.
 """
 
 from __future__ import annotations
@@ -78,7 +82,9 @@ __all__ = [
 logger = logging.getLogger("promptjuggler_django.sync")
 
 #: Answers to a batch that may be caused by one of its files: retry the files one by one.
-ISOLATE_STATUSES = frozenset({400, 413, 415, 422})
+ISOLATE_STATUSES = frozenset({400, 415, 422})
+#: The batch is too large for PromptJuggler (whose limits are not published): halve it.
+TOO_LARGE = 413
 
 _MAX_CLAIMS_PER_RUN = 3
 
@@ -94,6 +100,17 @@ class _Scope:
     #: Rows claimed this often in one run (a file replaced during every push) wait for the next.
     claims: dict[int, int] = field(default_factory=dict)
     skipped: set[int] = field(default_factory=set)
+    #: A smaller batch than ``BATCH_MAX_FILES`` that PromptJuggler showed it wants in this run.
+    max_files: int | None = None
+    #: Knowledge bases whose document list must be read again before anything is resent.
+    relist: set[int] = field(default_factory=set)
+    #: Read once per run: a renamed knowledge base keeps its old slug as an alias remotely.
+    knowledge_bases: dict[int, KnowledgeBase] = field(default_factory=dict)
+
+    def lower_batch(self, files: int) -> None:
+        """Claim at most ``files`` documents per batch for the rest of this run."""
+        files = max(1, files)
+        self.max_files = files if self.max_files is None else min(self.max_files, files)
 
     def note_claimed(self, pks: Iterable[int]) -> None:
         for pk in pks:
@@ -210,7 +227,7 @@ def _push(
             if client is None:
                 client = PromptJugglerClient.from_settings()
             report.batches += 1
-            results = _process(client, claim, listings, report, using)
+            results = _process(client, claim, listings, report, using, scope)
             stored = store_outcomes(claim, results, report, using)
             for row in stored:
                 if row.sync_state == SyncState.RETRYING and row.next_attempt_at is not None:
@@ -235,14 +252,18 @@ def _claim_batch(scope: _Scope, using: str) -> Claim | None:
         seconds=pj_settings.UPLOAD_LEASE, microseconds=secrets.randbelow(1_000_000)
     )
     max_files, max_bytes = pj_settings.BATCH_MAX_FILES, pj_settings.BATCH_MAX_BYTES
+    if scope.max_files is not None:
+        max_files = min(max_files, scope.max_files)
     with transaction.atomic(using=using):
-        qs = scope.queryset(using, now).select_related("knowledge_base")
-        qs = qs.order_by("knowledge_base_id", "pk")
+        # No select_related: one knowledge base per batch, not one instance per row.
+        qs = scope.queryset(using, now).order_by("knowledge_base_id", "pk")
         rows = list(locked_rows(qs, using, skip_locked=True)[:max_files])
         if not rows:
             return None
-        kb = rows[0].knowledge_base
-        kb_id = kb.pk
+        kb_id = rows[0].knowledge_base_id
+        kb = scope.knowledge_bases.get(kb_id)
+        if kb is None:
+            kb = scope.knowledge_bases[kb_id] = KnowledgeBase.objects.using(using).get(pk=kb_id)
         batch: list[KnowledgeDocument] = []
         total = 0
         for row in rows:
@@ -274,6 +295,9 @@ def _claim_batch(scope: _Scope, using: str) -> Claim | None:
                 row.attempts += 1
                 row.sync_state = SyncState.UPLOADING
                 row.next_attempt_at = token
+    cache_kb = KnowledgeDocument._meta.get_field("knowledge_base").set_cached_value
+    for row in batch:
+        cache_kb(row, kb)  # as select_related would, with one instance for the batch
     return Claim(kb, batch, token)
 
 
@@ -305,9 +329,14 @@ def _process(
     listings: dict[int, RemoteKnowledgeBase | str],
     report: PushReport,
     using: str,
+    scope: _Scope | None = None,
 ) -> list[DocumentResult]:
+    scope = scope or _Scope()
     results: list[DocumentResult] = []
     sendable: list[KnowledgeDocument] = []
+    if claim.knowledge_base.pk in scope.relist:  # an earlier answer left files unlisted
+        scope.relist.discard(claim.knowledge_base.pk)
+        listings.pop(claim.knowledge_base.pk, None)
     for row in claim.rows:
         problem = _prepare(row)
         if problem:
@@ -324,7 +353,7 @@ def _process(
         sendable = [row for row in sendable if id(row) not in done]
     if sendable:
         report.attempted += len(sendable)
-        results.extend(_send(client, claim.knowledge_base, sendable, report))
+        results.extend(_send(client, claim.knowledge_base, sendable, report, scope))
     return results
 
 
@@ -363,6 +392,7 @@ def _send(
     kb: KnowledgeBase,
     rows: Sequence[KnowledgeDocument],
     report: PushReport,
+    scope: _Scope,
 ) -> list[DocumentResult]:
     readers = [LazyStoredFile(row.file.storage, row.file.name or "", row.file_size) for row in rows]
     files = [
@@ -388,11 +418,23 @@ def _send(
                 )
                 for row in rows
             ]
+        if len(rows) > 1 and exc.status_code == TOO_LARGE:
+            # Too much in one request: send each half (halving again if needed) and claim
+            # no more than that for the rest of this run. A single file too large fails.
+            half = (len(rows) + 1) // 2
+            scope.lower_batch(half)
+            return _send(client, kb, rows[:half], report, scope) + _send(
+                client, kb, rows[half:], report, scope
+            )
         if len(rows) > 1 and exc.status_code in ISOLATE_STATUSES:
             # One bad file refuses the whole batch: send each alone to find it.
             isolated: list[DocumentResult] = []
             for row in rows:
-                isolated.extend(_send(client, kb, [row], report))
+                isolated.extend(_send(client, kb, [row], report, scope))
+            if all(r.kind == SYNCED for r in isolated):
+                # No file was at fault: the batch was (a server that counts files per
+                # request and says so with a 4xx). Send fewer at a time from now on.
+                scope.lower_batch((len(rows) + 1) // 2)
             return isolated
         return [
             DocumentResult(row, FAILED, error=exc.message or str(exc), status_code=exc.status_code)
@@ -408,6 +450,19 @@ def _send(
     finally:
         for reader in readers:
             reader.close()
+    listed = len(answer)
+    if 0 < listed < len(rows) and all(
+        doc.file_name == row.file_name for row, doc in zip(rows, answer, strict=False)
+    ):
+        # Only the first files were listed: a server with a per-request file cap may drop
+        # the rest without an error (PHP's max_file_uploads does). Queue them again, to be
+        # sent in batches that fit once a fresh document list showed they were not created.
+        scope.lower_batch(listed)
+        scope.relist.add(kb.pk)
+        unlisted = "The upload answer listed only the first files; sent again."
+        return match_answer(rows[:listed], answer) + [
+            DocumentResult(row, REQUEUE, error=unlisted) for row in rows[listed:]
+        ]
     return match_answer(rows, answer)
 
 

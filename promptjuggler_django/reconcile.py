@@ -23,7 +23,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -36,7 +35,7 @@ from .client import PromptJugglerClient, PromptJugglerError, RemoteDocument, Rem
 from .conf import pj_settings
 from .models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
 from .outbox import Tombstone, drain_after_commit, enqueue_push_for, write_tombstones
-from .outcomes import Progress, replay_early_webhooks
+from .outcomes import Progress, replay_early_webhooks, run_after_commit
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -436,9 +435,7 @@ def _reconcile_one(
         if queued and enqueue:
             enqueue_push_for([kb.pk], using=using)
         if adopted_ids:
-            transaction.on_commit(
-                partial(replay_early_webhooks, adopted_ids, using=using), using=using, robust=True
-            )
+            run_after_commit(replay_early_webhooks, adopted_ids, using=using)
 
 
 def _settle_markers(

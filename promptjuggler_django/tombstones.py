@@ -11,7 +11,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, Q
@@ -21,7 +20,7 @@ from . import signals
 from .client import APIError, PromptJugglerClient, PromptJugglerError
 from .conf import pj_settings
 from .models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
-from .outcomes import ERROR_LENGTH, Progress, backoff_delay, locked_rows
+from .outcomes import ERROR_LENGTH, Progress, backoff_delay, locked_rows, run_after_commit
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -123,7 +122,7 @@ def drain_tombstones(
                         kept, ["attempts", "last_error", "next_attempt_at"]
                     )
                 if done:
-                    transaction.on_commit(partial(_after_drain, done), using=using, robust=True)
+                    run_after_commit(_after_drain, done, using=using)
             report.deleted += sum(1 for _, deleted in done if deleted)
             report.already_gone += sum(1 for _, deleted in done if not deleted)
             report.failed += len(kept)

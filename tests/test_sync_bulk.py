@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from promptjuggler_django import sync
+from promptjuggler_django.conf import pj_settings
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
 from tests.sync_support import make_doc, remote_state
@@ -56,7 +57,7 @@ def test_2000_documents_in_one_transaction(
     assert sorted(pushes) == sorted(
         [("push_knowledge_base_task", (kb.pk,)), ("push_knowledge_base_task", (second.pk,))]
     )
-    batch = 20  # BATCH_MAX_FILES default
+    batch = pj_settings.BATCH_MAX_FILES  # the default
     uploads = pj.request_count("upload")
     batches = math.ceil(1500 / batch) + math.ceil(500 / batch)
     assert uploads <= math.ceil(N / batch) + 1 and uploads == batches
@@ -104,7 +105,7 @@ def test_bulk_created_rows_go_through_push_queryset(
     with CaptureQueriesContext(connection) as queries:
         for callback in callbacks:
             callback()
-    batches = math.ceil(N / 20)
+    batches = math.ceil(N / pj_settings.BATCH_MAX_FILES)
     assert pj.request_count("upload") == batches
     assert len(queries) <= PER_BATCH * batches + SETUP, len(queries)
     doc = KnowledgeDocument.objects.get(file_name="bulk-0007.md")

@@ -12,6 +12,7 @@ _MAX_TRAILER_BYTES = 16 * 1024
 
 class _Stream(Protocol):
     def read(self, size: int = ..., /) -> bytes: ...
+    def read1(self, size: int = ..., /) -> bytes: ...
     def readline(self, size: int = ..., /) -> bytes: ...
 
 
@@ -80,7 +81,8 @@ class BodyReader:
         return data
 
     def _read_plain(self) -> bytes:
-        data = self._rfile.read(min(READ_SIZE, self._remaining))
+        # What has arrived, not a full READ_SIZE: parsing keeps pace with a streaming client.
+        data = self._rfile.read1(min(READ_SIZE, self._remaining))
         if not data:
             raise BodyError("connection closed before the end of the request body")
         self._remaining -= len(data)

@@ -22,6 +22,10 @@ MAX_PART_HEADER_BYTES = 16 * 1024
 #: Parts per request beyond this are refused.
 MAX_PARTS = 1000
 
+#: ``form-data; name="…"; filename="…"`` without escapes, parsed in one step.
+_SIMPLE_DISPOSITION = re.compile(
+    r'[ \t]*([A-Za-z-]+)[ \t]*;[ \t]*name="([^"\\]*)"[ \t]*;[ \t]*filename="([^"\\]*)"[ \t]*'
+)
 _BOUNDARY_CHARS = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")
 
 
@@ -49,6 +53,9 @@ def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
     Parameter names are lowercased. A ``name*`` parameter in RFC 5987 form is decoded and stored
     under ``name*``; callers decide which wins.
     """
+    simple = _SIMPLE_DISPOSITION.fullmatch(value)
+    if simple is not None:  # what every client sends for a file part
+        return simple.group(1).lower(), {"name": simple.group(2), "filename": simple.group(3)}
     pos = 0
     length = len(value)
 
@@ -185,65 +192,75 @@ class MultipartParser:
             raise MultipartError("multipart body ended before the closing boundary")
 
     def _run(self) -> None:
+        # Consumed bytes are dropped once per call, not once per part: a request of many
+        # small files would otherwise move the rest of the buffer for every part.
         buf = self._buffer
+        pos = 0
+        try:
+            pos = self._advance(buf)
+        finally:
+            if pos:
+                del buf[:pos]
+
+    def _advance(self, buf: bytearray) -> int:
+        """Parse from the start of ``buf``; returns how many bytes were consumed."""
         delim = self._delimiter
+        pos = 0
         while True:
             if self._state == self._PREAMBLE:
-                at = buf.find(delim)
+                at = buf.find(delim, pos)
                 if at < 0:
                     # Keep only what could be the start of a delimiter.
-                    del buf[: max(0, len(buf) - len(delim) + 1)]
-                    return
-                del buf[: at + len(delim)]
+                    return max(pos, len(buf) - len(delim) + 1)
+                pos = at + len(delim)
                 self._state = self._AFTER_DELIMITER
             elif self._state == self._AFTER_DELIMITER:
-                if len(buf) < 2:
-                    return
-                if buf[:2] == b"--":
+                if len(buf) - pos < 2:
+                    return pos
+                if buf[pos : pos + 2] == b"--":
                     self._state = self._DONE
-                    buf.clear()
-                    return
+                    return len(buf)
                 # Transport padding (spaces or tabs) may follow a delimiter before its CRLF.
-                line_end = buf.find(b"\r\n")
+                line_end = buf.find(b"\r\n", pos)
                 if line_end < 0:
-                    if len(buf) > 256:
+                    if len(buf) - pos > 256:
                         raise MultipartError("malformed boundary line")
-                    return
-                if buf[:line_end].strip(b" \t"):
+                    return pos
+                if buf[pos:line_end].strip(b" \t"):
                     raise MultipartError("malformed boundary line")
-                del buf[: line_end + 2]
+                pos = line_end + 2
                 self._state = self._HEADERS
             elif self._state == self._HEADERS:
-                if buf.startswith(b"\r\n"):
-                    end, skip = 0, 2  # a part with no headers at all
+                if buf.startswith(b"\r\n", pos):
+                    end, skip = pos, 2  # a part with no headers at all
                 else:
-                    end = buf.find(b"\r\n\r\n")
+                    end = buf.find(b"\r\n\r\n", pos)
                     skip = 4
                 if end < 0:
-                    if len(buf) > MAX_PART_HEADER_BYTES:
+                    if len(buf) - pos > MAX_PART_HEADER_BYTES:
                         raise MultipartError("part headers too large")
-                    return
-                if end > MAX_PART_HEADER_BYTES:
+                    return pos
+                if end - pos > MAX_PART_HEADER_BYTES:
                     raise MultipartError("part headers too large")
                 self._parts += 1
                 if self._parts > MAX_PARTS:
                     raise MultipartError("too many parts")
-                headers = _parse_part_headers(bytes(buf[:end]))
-                del buf[: end + skip]
+                headers = _parse_part_headers(bytes(buf[pos:end]))
+                pos = end + skip
                 self._state = self._BODY
                 self._begin(headers)
             elif self._state == self._BODY:
-                at = buf.find(delim)
+                at = buf.find(delim, pos)
                 if at < 0:
                     safe = len(buf) - len(delim) + 1
-                    if safe > 0:
-                        self._data(bytes(buf[:safe]))
-                        del buf[:safe]
-                    return
-                if at:
-                    self._data(bytes(buf[:at]))
-                del buf[: at + len(delim)]
+                    if safe > pos:
+                        self._data(bytes(buf[pos:safe]))
+                        return safe
+                    return pos
+                if at > pos:
+                    self._data(bytes(buf[pos:at]))
+                pos = at + len(delim)
                 self._end()
                 self._state = self._AFTER_DELIMITER
             else:
-                return
+                return len(buf)  # the epilogue is ignored
