@@ -111,6 +111,7 @@ SETTINGS: dict[str, Setting] = {
     "SYNC_ENABLED": Setting(True, "a bool", _is_bool),
     "TASK_BACKEND": Setting("default", "a TASKS alias string", _is_str),
     "TASK_QUEUE": Setting("default", "a queue name string", _is_str),
+    "TASK_PUSH_LIMIT": Setting(1000, "a positive int (documents per push task)", _is_pos_int),
 }
 
 

@@ -31,10 +31,20 @@ def push_documents_task(document_ids: list[int]) -> None:
 
 @task()
 def push_knowledge_base_task(knowledge_base_id: int) -> None:
-    """Push every due document of one knowledge base, in batches."""
+    """Push due documents of one knowledge base, in batches, then hand over if more are due.
+
+    One run sends at most ``TASK_PUSH_LIMIT`` documents, so a large backlog never outlives a
+    worker's job timeout (RQ kills jobs after 180 s by default); the rest goes to a fresh task.
+    """
+    from .models import KnowledgeDocument
     from .sync import push_due
 
-    push_due(knowledge_base_ids=[knowledge_base_id])
+    limit = pj_settings.TASK_PUSH_LIMIT
+    report = push_due(knowledge_base_ids=[knowledge_base_id], limit=limit)
+    if report.attempted >= limit and (
+        KnowledgeDocument.objects.due().filter(knowledge_base_id=knowledge_base_id).exists()
+    ):
+        enqueue(push_knowledge_base_task, knowledge_base_id)
 
 
 @task()

@@ -32,6 +32,41 @@ def test_immediate_backend_runs_every_task(pj: Any, kb: Any) -> None:
     assert set(remote_state(pj)) == {"b.txt"}
 
 
+def _backlog(kb: Any, count: int) -> None:
+    from promptjuggler_django.sync import suppress_sync
+
+    with suppress_sync():
+        for i in range(count):
+            make_doc(kb, f"backlog-{i}.txt")
+
+
+@pytest.mark.django_db
+def test_a_push_task_hands_a_large_backlog_over_to_a_fresh_task(
+    pj: Any, kb: Any, settings: Any
+) -> None:
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "TASK_PUSH_LIMIT": 5, "BATCH_MAX_FILES": 5}
+    _backlog(kb, 12)
+    tasks.push_knowledge_base_task.enqueue(kb.pk)  # immediate: each hand-over runs at once
+    assert set(KnowledgeDocument.objects.values_list("sync_state", flat=True)) == {"synced"}
+    assert pj.request_count("upload") == 3
+    assert len(remote_state(pj)) == 12
+
+
+@pytest.mark.django_db
+def test_a_push_task_stops_at_its_limit_and_enqueues_one_successor(
+    pj: Any, kb: Any, settings: Any, dummy_tasks: list[Any]
+) -> None:
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "TASK_PUSH_LIMIT": 5, "BATCH_MAX_FILES": 5}
+    _backlog(kb, 7)
+    tasks.push_knowledge_base_task.call(kb.pk)
+    assert KnowledgeDocument.objects.filter(sync_state=SyncState.SYNCED).count() == 5
+    assert [r.args for r in dummy_tasks] == [[kb.pk]]
+    dummy_tasks.clear()
+    tasks.push_knowledge_base_task.call(kb.pk)
+    assert KnowledgeDocument.objects.filter(sync_state=SyncState.SYNCED).count() == 7
+    assert dummy_tasks == []  # below the limit: nothing left, no successor
+
+
 @pytest.mark.django_db
 def test_tasks_on_missing_rows_are_no_ops(pj: Any, kb: Any) -> None:
     for result in (
