@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -14,7 +15,7 @@ from promptjuggler_django import sync
 from promptjuggler_django.conf import pj_settings
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
-from tests.sync_support import make_doc, remote_state
+from tests.sync_support import TASKS_MODULE, make_doc, remote_state
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -26,7 +27,7 @@ SETUP = 25
 
 
 def _enqueued_tasks() -> tuple[list[Any], Any]:
-    from django_tasks.signals import task_enqueued
+    task_enqueued = importlib.import_module(f"{TASKS_MODULE}.signals").task_enqueued
 
     seen: list[Any] = []
 
@@ -38,8 +39,10 @@ def _enqueued_tasks() -> tuple[list[Any], Any]:
 
 
 def test_2000_documents_in_one_transaction(
-    pj: Any, kb: KnowledgeBase, django_capture_on_commit_callbacks: Any
+    pj: Any, kb: KnowledgeBase, django_capture_on_commit_callbacks: Any, settings: Any
 ) -> None:
+    # One task per knowledge base does the whole backlog (no hand-over to a successor task).
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "TASK_PUSH_LIMIT": N}
     pj.create_knowledge_base("kb_second")
     second = KnowledgeBase.objects.create(slug="kb_second")
     seen, stop = _enqueued_tasks()
