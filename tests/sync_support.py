@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Iterator
 from typing import Any
 
+import django
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import InMemoryStorage
 
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument
+
+#: Where the Tasks API the app uses lives: built into Django 6, the backport on Django 5.2.
+TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
 
 #: The fixtures; test modules take them with ``from tests.sync_support import *``.
 __all__ = ["dummy_tasks", "hooked_storage", "kb", "pj"]
@@ -39,9 +44,8 @@ def kb(db: Any) -> KnowledgeBase:
 @pytest.fixture
 def dummy_tasks(settings: Any) -> Iterator[list[Any]]:
     """Route the app's tasks to the dummy backend; yields the list of enqueued results."""
-    from django_tasks import task_backends
-
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
+    task_backends = importlib.import_module(TASKS_MODULE).task_backends
+    settings.TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.dummy.DummyBackend"}}
     backend = task_backends["default"]
     backend.clear()
     yield backend.results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -148,6 +149,8 @@ def rq_backend(settings: Any) -> Any:
     try:
         redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
     except redis.exceptions.ConnectionError:
+        if os.environ.get("PJ_REQUIRE_REDIS"):  # CI: a missing service is a failure
+            pytest.fail("no Redis at 127.0.0.1:6379 (PJ_REQUIRE_REDIS is set)")
         pytest.skip("no Redis at 127.0.0.1:6379")
     settings.RQ_QUEUES = {REDIS_QUEUE: {"HOST": "127.0.0.1", "PORT": 6379, "DB": 15}}
     settings.TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": [REDIS_QUEUE]}}
