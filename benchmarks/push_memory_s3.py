@@ -60,6 +60,7 @@ def app_worker(config: dict[str, Any]) -> dict[str, Any]:
     import django
     from django.conf import settings
 
+    tasks_module = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
     settings.configure(
         INSTALLED_APPS=[
             "django.contrib.contenttypes",
@@ -81,7 +82,8 @@ def app_worker(config: dict[str, Any]) -> dict[str, Any]:
                 },
             },
         },
-        TASKS={"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}},
+        # Django 6 ships django.tasks; Django 5.2 uses the django-tasks backport.
+        TASKS={"default": {"BACKEND": f"{tasks_module}.backends.dummy.DummyBackend"}},
         PROMPTJUGGLER={"API_KEY": API_KEY, "BASE_URL": config["api"], "READ_TIMEOUT": 120.0},
     )
     django.setup()

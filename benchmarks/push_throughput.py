@@ -46,6 +46,7 @@ def _django(api_url: str) -> None:
     import django
     from django.conf import settings
 
+    tasks_module = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
     settings.configure(
         INSTALLED_APPS=[
             "django.contrib.contenttypes",
@@ -55,7 +56,8 @@ def _django(api_url: str) -> None:
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
         USE_TZ=True,
         STORAGES={"default": {"BACKEND": "django.core.files.storage.InMemoryStorage"}},
-        TASKS={"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}},
+        # Django 6 ships django.tasks; Django 5.2 uses the django-tasks backport.
+        TASKS={"default": {"BACKEND": f"{tasks_module}.backends.dummy.DummyBackend"}},
         PROMPTJUGGLER={"API_KEY": API_KEY, "BASE_URL": api_url},
     )
     django.setup()
