@@ -96,7 +96,20 @@ def _s3_download_params(storage: Any, name: str) -> dict[str, Any]:
     return dict(_filter_download_params(storage.get_object_parameters(name)))
 
 
-class S3BodyReader(io.RawIOBase):
+class _ReadStream(io.RawIOBase):
+    """A raw stream whose subclasses implement ``read``; ``readinto`` is built on it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+class S3BodyReader(_ReadStream):
     """A file-like view of a botocore ``StreamingBody``: read-only, forward-only, chunked.
 
     botocore raises its own exceptions mid-stream (``IncompleteReadError``, urllib3 protocol
@@ -109,9 +122,6 @@ class S3BodyReader(io.RawIOBase):
         #: ``Content-Length`` of the object as S3 answered it.
         self.size = size
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, size: int | None = -1) -> bytes:
         try:
             if size is None or size < 0:
@@ -121,12 +131,6 @@ class S3BodyReader(io.RawIOBase):
             raise
         except Exception as exc:
             raise OSError(f"reading the S3 object failed: {type(exc).__name__}") from exc
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        return n
 
     def close(self) -> None:
         if not self.closed:
@@ -139,7 +143,7 @@ class S3BodyReader(io.RawIOBase):
 # -- lazily opened files ---------------------------------------------------------------------
 
 
-class LazyStoredFile(io.RawIOBase):
+class LazyStoredFile(_ReadStream):
     """A stored file opened at its first read and closed at EOF or :meth:`close`.
 
     A batch upload lists many files but sends them one after another; opening each only when
@@ -159,9 +163,6 @@ class LazyStoredFile(io.RawIOBase):
         self.error_detail = ""
         self._inner: BinaryIO | None = None
         self._eof = False
-
-    def readable(self) -> bool:
-        return True
 
     def _open(self) -> BinaryIO:
         if self._inner is None:
@@ -205,12 +206,6 @@ class LazyStoredFile(io.RawIOBase):
             self._eof = True
             self._close_inner()
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        return n
 
     def _close_inner(self) -> None:
         inner, self._inner = self._inner, None
