@@ -56,40 +56,22 @@ def _current_rss_mb() -> float:
 
 def app_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Configure a minimal Django project on S3 and push the document with the sync engine."""
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.conf import settings
+    from _project import configure
 
-    tasks_module = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
-    settings.configure(
-        INSTALLED_APPS=[
-            "django.contrib.contenttypes",
-            "django.contrib.auth",
-            "promptjuggler_django",
-        ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-        STORAGES={
-            "default": {
-                "BACKEND": "storages.backends.s3.S3Storage",
-                "OPTIONS": {
-                    "bucket_name": BUCKET,
-                    "endpoint_url": config["s3"],
-                    "access_key": CREDENTIALS["aws_access_key_id"],
-                    "secret_key": CREDENTIALS["aws_secret_access_key"],
-                    "region_name": REGION,
-                    "location": "media",
-                },
+    configure(
+        storage={
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": BUCKET,
+                "endpoint_url": config["s3"],
+                "access_key": CREDENTIALS["aws_access_key_id"],
+                "secret_key": CREDENTIALS["aws_secret_access_key"],
+                "region_name": REGION,
+                "location": "media",
             },
         },
-        # Django 6 ships django.tasks; Django 5.2 uses the django-tasks backport.
-        TASKS={"default": {"BACKEND": f"{tasks_module}.backends.dummy.DummyBackend"}},
-        PROMPTJUGGLER={"API_KEY": API_KEY, "BASE_URL": config["api"], "READ_TIMEOUT": 120.0},
+        promptjuggler={"API_KEY": API_KEY, "BASE_URL": config["api"], "READ_TIMEOUT": 120.0},
     )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     from promptjuggler_django import sync
     from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument
 

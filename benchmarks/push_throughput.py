@@ -42,28 +42,12 @@ _configured = False
 def _django(api_url: str) -> None:
     global _configured
     _configured = True
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.conf import settings
+    from _project import configure
 
-    tasks_module = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
-    settings.configure(
-        INSTALLED_APPS=[
-            "django.contrib.contenttypes",
-            "django.contrib.auth",
-            "promptjuggler_django",
-        ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-        STORAGES={"default": {"BACKEND": "django.core.files.storage.InMemoryStorage"}},
-        # Django 6 ships django.tasks; Django 5.2 uses the django-tasks backport.
-        TASKS={"default": {"BACKEND": f"{tasks_module}.backends.dummy.DummyBackend"}},
-        PROMPTJUGGLER={"API_KEY": API_KEY, "BASE_URL": api_url},
+    configure(
+        storage={"BACKEND": "django.core.files.storage.InMemoryStorage"},
+        promptjuggler={"API_KEY": API_KEY, "BASE_URL": api_url},
     )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def _payload(i: int) -> bytes:
