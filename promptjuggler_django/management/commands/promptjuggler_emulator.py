@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import pj_settings
+from ..arguments import bounded_float, bounded_int
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--port",
-            type=int,
+            type=bounded_int(0, 65535),
             help="Port to bind (default: BASE_URL's port "
             f"if BASE_URL is loopback, else {DEFAULT_PORT}; 0 picks a free one).",
         )
@@ -68,7 +69,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--processing-delay",
-            type=float,
+            type=bounded_float(0, 86400, "seconds"),
             default=3.0,
             metavar="SECONDS",
             help="Seconds until an uploaded document is ready (sealed at half). Default: 3.",
@@ -91,8 +92,6 @@ class Command(BaseCommand):
                 "--webhook-url needs a signing secret: pass --webhook-secret or set "
                 'settings.PROMPTJUGGLER["WEBHOOK_SECRETS"].'
             )
-        if options["processing_delay"] < 0:
-            raise CommandError("--processing-delay must be >= 0.")
         slugs = options["knowledge_bases"] or [s for s in [pj_settings.DEFAULT_KNOWLEDGE_BASE] if s]
         emulator = FakePromptJuggler(
             options["api_key"] or pj_settings.API_KEY or DEFAULT_API_KEY,

@@ -12,12 +12,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from ...conf import pj_settings
 from ...deliveries import prune_deliveries
 from ...models import WebhookDelivery
+from ..arguments import bounded_int
+
+#: The oldest cutoff accepted (a century): beyond it the date arithmetic overflows.
+MAX_DAYS = 36500
 
 
 class Command(BaseCommand):
@@ -26,13 +30,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--older-than",
-            type=int,
+            type=bounded_int(0, MAX_DAYS, "days"),
             metavar="DAYS",
             help='Age in days (default: settings.PROMPTJUGGLER["WEBHOOK_RETENTION_DAYS"]).',
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=bounded_int(1, 100_000, "rows"),
             default=1000,
             help="Rows deleted per statement (default: 1000).",
         )
@@ -44,11 +48,7 @@ class Command(BaseCommand):
         days = options["older_than"]
         if days is None:
             days = pj_settings.WEBHOOK_RETENTION_DAYS
-        if days < 0:
-            raise CommandError("--older-than must be 0 or more days.")
         batch_size = options["batch_size"]
-        if batch_size < 1:
-            raise CommandError("--batch-size must be at least 1.")
         cutoff = timezone.now() - timedelta(days=days)
         if options["dry_run"]:
             count = WebhookDelivery.objects.filter(received_at__lt=cutoff).count()

@@ -17,6 +17,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import pj_settings
 from ...signature import HEADER, sign
+from ..arguments import bounded_float
+
+#: The longest --timeout accepted, in seconds.
+MAX_TIMEOUT = 600.0
 
 #: The body PromptJuggler sends for each event (no event name is sent: the shape tells).
 EVENTS = ("document", "knowledge-base", "run")
@@ -63,7 +67,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timestamp", type=int, help="Signature time, Unix seconds (default: now)."
         )
-        parser.add_argument("--timeout", type=float, default=10.0, help="Seconds (default: 10).")
+        parser.add_argument(
+            "--timeout",
+            type=bounded_float(0, MAX_TIMEOUT, "seconds", open_low=True),
+            default=10.0,
+            help=f"Seconds, more than 0 and at most {MAX_TIMEOUT:g} (default: 10).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         secret = options["secret"]

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...models import KnowledgeBase
 from ...sync import run_sync
+from ..arguments import non_empty
 
 
 class Command(BaseCommand):
@@ -32,6 +33,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--knowledge-base",
             metavar="SLUG",
+            # An unset shell variable ("$KB") must not widen the run to every knowledge base.
+            type=non_empty("name a knowledge base, or leave the option out to sync them all."),
             help="Only this knowledge base (its documents, tombstones and reconcile).",
         )
         parser.add_argument(
@@ -48,7 +51,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         kb = None
         slug = options.get("knowledge_base")
-        if slug:
+        if slug is not None:
             try:
                 kb = KnowledgeBase.objects.get(slug=slug)
             except KnowledgeBase.DoesNotExist:
