@@ -59,11 +59,30 @@ class Command(BaseCommand):
             "--secret",
             help="Signing secret (default: the first configured webhook secret).",
         )
-        parser.add_argument("--event", choices=EVENTS, default="document")
+        parser.add_argument(
+            "--event",
+            choices=EVENTS,
+            default="document",
+            help="Which body to send: knowledgedocument.finished (document), "
+            "knowledgebase.finished (knowledge-base) or promptrun/workflowrun.finished (run). "
+            "Default: document.",
+        )
         parser.add_argument("--id", dest="object_id", help="Remote id (default: a random UUID).")
         parser.add_argument("--status", help="Status to send (default: ready; completed for runs).")
-        parser.add_argument("--chunk-count", type=int, default=1)
-        parser.add_argument("--document-count", type=int, default=1)
+        parser.add_argument(
+            "--chunk-count",
+            type=int,
+            default=1,
+            metavar="N",
+            help="chunkCount in the body of a document or knowledge-base event (default: 1).",
+        )
+        parser.add_argument(
+            "--document-count",
+            type=int,
+            default=1,
+            metavar="N",
+            help="documentCount in the body of a knowledge-base event (default: 1).",
+        )
         parser.add_argument(
             "--timestamp", type=int, help="Signature time, Unix seconds (default: now)."
         )
