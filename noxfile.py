@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 
 import nox
@@ -97,9 +98,10 @@ def mypy(session: nox.Session) -> None:
 @nox.session(python=TOOLS_PYTHON, tags=["checks"])
 def docs(session: nox.Session) -> None:
     """Build the documentation site; any warning (a broken link, a missing page) fails."""
-    # The API reference is read from the source (griffe), so the package need not be installed;
-    # ruff formats the signatures it shows.
-    session.install("mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff>=0.6")
+    # The API reference is read from the source (griffe), so the package need not be installed:
+    # only the requirements of its `docs` extra.
+    pyproject = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
+    session.install(*pyproject["project"]["optional-dependencies"]["docs"])
     session.run(
         "mkdocs",
         "build",
