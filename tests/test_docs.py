@@ -44,3 +44,22 @@ def test_no_documented_setting_is_unknown() -> None:
     assert unknown == [], (
         f"docs/configuration.md documents settings the app does not have: {unknown}"
     )
+
+
+DOC_PAGES = sorted([*CONFIGURATION.parent.rglob("*.md"), CONFIGURATION.parent.parent / "README.md"])
+CODE_BLOCK = re.compile(r"^( *)```(?:python|bash|console)\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda page: page.name)
+def test_environment_variables_are_read_one_way(page: Path) -> None:
+    """``os.environ`` everywhere: a helper such as ``env(...)`` is undefined in a new project."""
+    code = "\n".join(m.group(2) for m in CODE_BLOCK.finditer(page.read_text(encoding="utf-8")))
+    assert not re.search(r"(?<![\w.])env\(", code), f"{page.name} reads a variable with env()"
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda page: page.name)
+def test_no_page_installs_from_the_index(page: Path) -> None:
+    """The package is not on the index: ``pip install promptjuggler-django`` would fail."""
+    code = "\n".join(m.group(2) for m in CODE_BLOCK.finditer(page.read_text(encoding="utf-8")))
+    by_name = re.findall(r"pip install [\"']?promptjuggler-django\b", code)
+    assert by_name == [], f"{page.name} installs the package by its index name"
