@@ -9,9 +9,12 @@ their labels from here so they never disagree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.utils import formats, timezone
 from django.utils.functional import Promise
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -79,11 +82,72 @@ def document_phase(document: KnowledgeDocument) -> Phase:
     return _REMOTE_PHASES.get(document.remote_status, _PROCESSING)
 
 
+#: The one date format of the end-user pages (uploaded, next try), from the active locale.
+DATE_FORMAT = "SHORT_DATETIME_FORMAT"
+
+# "PromptJuggler answered 503: Service Unavailable" → keep "PromptJuggler answered 503".
+_ANSWERED = re.compile(r"^(?:Gave up after \d+ attempts\. )?(PromptJuggler answered \d{3})\b")
+
+
+def format_moment(moment: datetime | None) -> str:
+    """``moment`` in the user's time zone: the time alone when it is today, else date and time."""
+    if moment is None:
+        return ""
+    local = timezone.localtime(moment)
+    if local.date() == timezone.localdate():
+        return formats.time_format(local, "TIME_FORMAT")
+    return formats.date_format(local, DATE_FORMAT)
+
+
+def _reason(error: str) -> str:
+    """The short, user-facing cause in ``last_error``: the API's answer, or its first sentence."""
+    error = error.strip()
+    match = _ANSWERED.match(error)
+    if match:
+        return match.group(1)
+    return error.split("\n", 1)[0][:200].rstrip(". ")
+
+
+def status_detail(document: KnowledgeDocument) -> str:
+    """Why a document waits or failed, and when the next attempt is, in the user's words.
+
+    ``"Waiting to retry — PromptJuggler answered 503, next try at 10:42"``. Empty when the badge
+    says it all (processing, ready).
+    """
+    phase = document_phase(document)
+    reason = _reason(document.last_error) if document.last_error else ""
+    if phase.key == "retrying":
+        when = format_moment(document.next_attempt_at)
+        if reason and when:
+            text = _("%(phase)s — %(reason)s, next try at %(when)s")
+        elif when:
+            text = _("%(phase)s — next try at %(when)s")
+        else:
+            text = _("%(phase)s — %(reason)s") if reason else _("%(phase)s")
+        return str(text) % {"phase": phase.label, "reason": reason, "when": when}
+    if phase.key == "queued":
+        if reason:
+            return str(_("Waiting to be sent — %(reason)s")) % {"reason": reason}
+        return str(_("Waiting to be sent to the knowledge base"))
+    if phase.key == "uploading":
+        return str(_("Being sent to the knowledge base"))
+    if phase.key == "checking":
+        return str(_("Checking whether PromptJuggler received it"))
+    if phase.key == "upload_failed":
+        if reason:
+            return str(_("Not sent — %(reason)s")) % {"reason": reason}
+        return str(_("Not sent"))
+    if phase.key == "failed":
+        return str(_("PromptJuggler could not process this file"))
+    return ""
+
+
 def phase_payload(document: KnowledgeDocument) -> dict[str, Any]:
     """The JSON shape of a document's status, shared by the live-status endpoint and the API."""
     phase = document_phase(document)
     return {
         "id": document.pk,
+        "name": str(document),
         "phase": phase.key,
         "label": str(phase.label),
         "tone": phase.tone,
@@ -91,6 +155,7 @@ def phase_payload(document: KnowledgeDocument) -> dict[str, Any]:
         "sync_state": document.sync_state,
         "remote_status": document.remote_status,
         "chunk_count": document.chunk_count,
+        "detail": status_detail(document),
     }
 
 

@@ -84,9 +84,78 @@ def test_list_shows_only_my_documents(client, knowledge_base, ann, bob):
     assert "Queued" in body
 
 
-def test_empty_list(client, ann):
+def test_empty_list_invites_the_first_upload(client, ann):
     client.force_login(ann)
-    assert "You have not uploaded any documents yet." in client.get(LIST).content.decode()
+    body = client.get(LIST).content.decode()
+    assert "You have not uploaded any documents yet." in body
+    assert f'href="{UPLOAD}">Upload your first document</a>' in body
+
+
+def test_waiting_document_says_why_and_when_everywhere(client, knowledge_base, ann):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.localtime()
+    next_try = now.replace(hour=10, minute=42, second=0, microsecond=0)
+    document = make_document(
+        knowledge_base,
+        ann,
+        sync_state=SyncState.RETRYING,
+        attempts=2,
+        last_error="PromptJuggler answered 503: Service Unavailable",
+        next_attempt_at=next_try,
+    )
+    # Today: the time alone, in the locale's format (Django's English one here).
+    expected = "Waiting to retry — PromptJuggler answered 503, next try at 10:42 a.m."
+    client.force_login(ann)
+    assert expected in client.get(LIST).content.decode()
+    assert expected in client.get(detail_url(document)).content.decode()
+    [item] = client.get(STATUS, {"ids": document.pk}).json()["documents"]
+    assert item["detail"] == expected
+    # Another day: the date too, in the same format as the upload time.
+    document.next_attempt_at = next_try + timedelta(days=1)
+    document.save()
+    [item] = client.get(STATUS, {"ids": document.pk}).json()["documents"]
+    tomorrow = document.next_attempt_at.date()
+    assert item["detail"].startswith("Waiting to retry — PromptJuggler answered 503, next try at ")
+    assert f"{tomorrow.month:02d}/{tomorrow.day:02d}/{tomorrow.year}" in item["detail"]
+
+
+@pytest.mark.parametrize(
+    "fields, detail",
+    [
+        ({}, "Waiting to be sent to the knowledge base"),
+        ({"sync_state": SyncState.UPLOADING}, "Being sent to the knowledge base"),
+        ({"sync_state": SyncState.NEEDS_REVIEW}, "Checking whether PromptJuggler received it"),
+        (
+            {
+                "sync_state": SyncState.FAILED,
+                "last_error": "Gave up after 5 attempts. PromptJuggler answered 502: Bad Gateway",
+            },
+            "Not sent — PromptJuggler answered 502",
+        ),
+        (
+            {"sync_state": SyncState.SYNCED, "remote_status": "failed"},
+            "PromptJuggler could not process this file",
+        ),
+    ],
+)
+def test_status_detail_in_the_users_words(client, knowledge_base, ann, fields, detail):
+    document = make_document(knowledge_base, ann, **fields)
+    client.force_login(ann)
+    assert detail in client.get(LIST).content.decode()
+    assert client.get(STATUS, {"ids": document.pk}).json()["documents"][0]["detail"] == detail
+
+
+def test_pages_say_a_reload_shows_the_latest_status(client, knowledge_base, ann):
+    """Without the script (or its static file) the status is right on reload, and says so."""
+    document = make_document(knowledge_base, ann)
+    client.force_login(ann)
+    for url in (LIST, detail_url(document), UPLOAD):
+        body = client.get(url).content.decode()
+        assert "reload the page to see the latest" in body
+        assert 'role="status" aria-live="polite" data-pj-announce' in body
 
 
 def test_upload_several_files(client, knowledge_base, ann):
@@ -201,6 +270,7 @@ def test_status_endpoint_is_owner_scoped_and_reports_phases(client, knowledge_ba
     assert by_id[queued.pk]["final"] is False
     assert by_id[ready.pk] == {
         "id": ready.pk,
+        "name": "r.txt",
         "phase": "ready",
         "label": "Ready",
         "tone": "success",
@@ -208,8 +278,10 @@ def test_status_endpoint_is_owner_scoped_and_reports_phases(client, knowledge_ba
         "sync_state": "synced",
         "remote_status": "ready",
         "chunk_count": 7,
+        "detail": "",
     }
     assert by_id[failed.pk]["error"] == "refused"
+    assert by_id[failed.pk]["detail"] == "Not sent — refused"
     assert data["poll_interval_ms"] == 2000
 
 

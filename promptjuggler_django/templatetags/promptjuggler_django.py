@@ -1,15 +1,18 @@
 """Template helpers for the document pages: ``{% load promptjuggler_django %}``.
 
 ``{% pj_status_badge document %}`` renders the end-user status badge that the live-status script
-updates in place; use it in overridden templates to keep live updates working.
+updates in place, and ``{{ document|pj_status_detail }}`` the sentence saying why it waits or
+failed; use them in overridden templates to keep live updates working.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import template
 from django.utils.safestring import SafeString
 
-from ..display import document_phase, phase_badge
+from ..display import document_phase, format_moment, phase_badge, status_detail
 from ..models import KnowledgeDocument
 
 register = template.Library()
@@ -25,3 +28,15 @@ def pj_status_badge(document: KnowledgeDocument) -> SafeString:
 def pj_is_final(document: KnowledgeDocument) -> bool:
     """Whether the document's status can still change on its own (the script polls until so)."""
     return document_phase(document).final
+
+
+@register.filter
+def pj_status_detail(document: KnowledgeDocument) -> str:
+    """Why the document waits or failed and when the next attempt is (empty when nothing to say)."""
+    return status_detail(document)
+
+
+@register.filter
+def pj_moment(value: Any) -> str:
+    """A date in the pages' one format (the time alone when it is today)."""
+    return format_moment(value)

@@ -178,3 +178,40 @@ def test_admin_uploads_and_pushes_a_failed_document_again(
     expect(page.locator("#result_list tr", has_text="policy.txt")).to_contain_text("pending")
     expect(page.locator("#result_list tr", has_text="faq.md")).to_contain_text("Failed")
     assert [d.file_name for d in emulator.documents("kb_test")] == ["policy.txt"]
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_list_fits_the_screen_and_says_why_a_document_waits(
+    new_page, knowledge_base, django_user_model, width
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from playwright.sync_api import expect
+
+    ann = django_user_model.objects.create_user("ann", password="ann-pw")
+    page = new_page()
+    page.set_viewport_size({"width": width, "height": 800})
+    log_in(page, "ann", "ann-pw", LIST)
+    # The empty state invites the first upload.
+    expect(page.get_by_role("link", name="Upload your first document")).to_be_visible()
+
+    KnowledgeDocument.objects.create(
+        knowledge_base=knowledge_base,
+        owner=ann,
+        file_name="a-rather-long-file-name-for-a-phone-screen.txt",
+        file_size=9,
+        sync_state=SyncState.RETRYING,
+        last_error="PromptJuggler answered 503: Service Unavailable",
+        next_attempt_at=timezone.now() + timedelta(minutes=5),
+    )
+    page.reload()
+    status = page.locator("tr[data-pj-document] td.pj-status")
+    expect(status).to_be_visible()
+    expect(status).to_contain_text("Waiting to retry — PromptJuggler answered 503, next try at")
+    box = status.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= width  # the status is on screen
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{overflow}px of horizontal overflow at {width}px"
+    # The script runs: the "reload to see the latest" hint is for pages without it.
+    expect(page.locator("[data-pj-reload-hint]")).to_be_hidden()

@@ -3,8 +3,10 @@
  *
  * Markup (see includes/document_table.html): an element with data-pj-status-url holds elements
  * with data-pj-document="<id>" and data-pj-final="true|false"; inside each, a badge
- * [data-pj-badge], and optionally [data-pj-chunks] and [data-pj-error]. Polling stops once every
- * document is final, slows down after errors and pauses while the page is hidden.
+ * [data-pj-badge], and optionally [data-pj-detail], [data-pj-chunks] and [data-pj-error]. Polling
+ * stops once every document is final, slows down after errors and pauses while the page is hidden.
+ * Changes are announced through the root's [data-pj-announce] live region; the root's
+ * [data-pj-reload-hint] (shown when this script does not run) is hidden.
  */
 (function () {
   "use strict";
@@ -16,6 +18,9 @@
     var interval = parseInt(root.getAttribute("data-pj-poll-interval"), 10) || 2000;
     var delay = interval;
     var timer = null;
+    var announcer = root.querySelector("[data-pj-announce]");
+    var hint = root.querySelector("[data-pj-reload-hint]");
+    if (hint) { hint.hidden = true; }
 
     function pending() {
       return Array.prototype.filter.call(
@@ -26,6 +31,7 @@
 
     function apply(el, item) {
       var badge = el.querySelector("[data-pj-badge]");
+      var changed = badge && badge.getAttribute("data-pj-phase") !== item.phase;
       if (badge) {
         badge.textContent = item.label;
         badge.className = "pj-badge pj-badge--" + item.tone;
@@ -42,7 +48,13 @@
         error.textContent = item.error || "";
         error.hidden = !item.error;
       }
+      var detail = el.querySelector("[data-pj-detail]");
+      if (detail) {
+        detail.textContent = item.detail || "";
+        detail.hidden = !item.detail;
+      }
       el.setAttribute("data-pj-final", item.final ? "true" : "false");
+      return changed ? (item.name ? item.name + ": " : "") + (item.detail || item.label) : null;
     }
 
     function schedule() {
@@ -65,10 +77,13 @@
         })
         .then(function (data) {
           var seen = {};
+          var news = [];
           (data.documents || []).forEach(function (item) {
             seen[item.id] = true;
-            if (byId[item.id]) { apply(byId[item.id], item); }
+            var said = byId[item.id] ? apply(byId[item.id], item) : null;
+            if (said) { news.push(said); }
           });
+          if (announcer && news.length) { announcer.textContent = news.join(". "); }
           // Absent from the answer: deleted meanwhile. Stop asking about it.
           Object.keys(byId).forEach(function (id) {
             if (!seen[id]) { byId[id].setAttribute("data-pj-final", "true"); }
