@@ -326,3 +326,10 @@ def test_remote_deletions_are_read_only(client, staff):
     assert response.status_code == 200
     assert "gone.txt" in response.content.decode()
     assert client.get(reverse("admin:promptjuggler_django_remotedeletion_add")).status_code == 403
+
+
+def test_knowledge_base_counts_are_labelled_as_promptjugglers(client, staff, knowledge_base):
+    html = client.get(KB_CHANGELIST).content.decode()
+    assert "Documents (PromptJuggler)" in html and "Chunks (PromptJuggler)" in html
+    assert "Last sync" in html
+    assert "never" in html  # not synced yet

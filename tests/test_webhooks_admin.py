@@ -55,6 +55,16 @@ def test_changelist_lists_and_filters(admin_client: Client) -> None:
     assert list(searched.context["cl"].result_list) == [applied]
 
 
+def test_changelist_columns_are_short_and_plain(admin_client: Client) -> None:
+    """Short ids (the full one in the tooltip) and plain column names keep it within 1280 px."""
+    document = make_document("pending")
+    applied = logged(admin_client, document_body(document.remote_id, "ready"))
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert f'<code title="{applied.object_id}">{applied.object_id[:8]}</code>' in html
+    assert f">{applied.object_id}<" not in html  # no four-line UUID in a cell
+    assert "Secret #" in html and "Secret index" not in html
+
+
 def test_nothing_can_be_added_or_edited(admin_client: Client) -> None:
     delivery = logged(admin_client, document_body(uuid.uuid4()))
     add = reverse("admin:promptjuggler_django_webhookdelivery_add")

@@ -41,10 +41,10 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "__str__",
         "slug",
         "status_badge",
-        "document_count",
-        "chunk_count",
+        "remote_document_count",
+        "remote_chunk_count",
         "local_documents",
-        "last_synced_at",
+        "last_sync",
     )
     list_filter = ("status",)
     search_fields = ("slug", "name", "remote_id")
@@ -94,6 +94,20 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: KnowledgeBase) -> SafeString:
         return remote_status_badge(obj.status)
+
+    # PromptJuggler's own figures, as of the last sync: said in the column names so nobody takes
+    # them for the local rows (next column) or for live numbers.
+    @admin.display(description=_("documents (PromptJuggler)"), ordering="document_count")
+    def remote_document_count(self, obj: KnowledgeBase) -> Any:
+        return "—" if obj.document_count is None else obj.document_count
+
+    @admin.display(description=_("chunks (PromptJuggler)"), ordering="chunk_count")
+    def remote_chunk_count(self, obj: KnowledgeBase) -> Any:
+        return "—" if obj.chunk_count is None else obj.chunk_count
+
+    @admin.display(description=_("last sync"), ordering="last_synced_at")
+    def last_sync(self, obj: KnowledgeBase) -> Any:
+        return obj.last_synced_at or _("never")
 
     @admin.display(description=_("local documents"), ordering="local_document_count")
     def local_documents(self, obj: KnowledgeBase) -> SafeString:
