@@ -74,6 +74,8 @@ class ReconcileReport:
     failed: int = 0
     #: Remote copies of deleted rows whose upload outcome was unknown, now tombstoned.
     unknown_outcomes_deleted: int = 0
+    #: Tombstones of unknown outcomes that matched no remote copy (nothing had landed): dropped.
+    unknown_outcomes_cleared: int = 0
     #: Orphans found, as (knowledge-base slug, document); deleted if ``delete_orphans``.
     orphans: list[tuple[str, RemoteDocument]] = field(default_factory=list)
     orphans_deleted: int = 0
@@ -369,6 +371,7 @@ def _reconcile_one(
         report.requeued += sum(1 for r in unmatched if r.attempts < max_attempts)
         report.missing += len(refresh.missing)
         report.unknown_outcomes_deleted += len(marker_hits)
+        report.unknown_outcomes_cleared += len(markers) - len(marker_hits)
         report.orphans_deleted += len(orphans) if delete_orphans else 0
         return
     now = timezone.now()
@@ -454,7 +457,8 @@ def _settle_markers(
         report.unknown_outcomes_deleted += len(hits)
     stale = [m.pk for m in markers if m.pk not in hit_pks]
     if stale:
-        manager.filter(pk__in=stale, remote_id__isnull=True).delete()
+        cleared, _ = manager.filter(pk__in=stale, remote_id__isnull=True).delete()
+        report.unknown_outcomes_cleared += cleared
 
 
 def _resolve_detached_markers(
@@ -480,6 +484,7 @@ def _resolve_detached_markers(
         hits = pair_by_name_and_size(markers, _unknown(list(remote.documents), using))
         if dry_run:
             report.unknown_outcomes_deleted += len(hits)
+            report.unknown_outcomes_cleared += len(markers) - len(hits)
             continue
         with transaction.atomic(using=using):
             _settle_markers(markers, hits, {m.pk for m, _ in hits}, report, using)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -232,6 +233,9 @@ class SyncSummary:
     #: In a dry run: what would be pushed and deleted.
     due: int = 0
     tombstones_due: int = 0
+    #: With ``retry_now``: documents and tombstones whose backoff was cut short.
+    retried_documents: int = 0
+    retried_tombstones: int = 0
     #: Left after the run: documents failed, in review or waiting for a retry, and
     #: tombstones whose last delete failed.
     failed: int = 0
@@ -241,9 +245,13 @@ class SyncSummary:
 
     @property
     def failing(self) -> int:
-        """How much work is left failing; non-zero makes the command exit with status 1."""
-        errors = len(self.reconcile.errors)
-        return self.failed + self.needs_review + self.retrying + self.tombstones_failing + errors
+        """How much work needs a person; non-zero makes the command exit with status 1.
+
+        Documents ``failed`` or in review count. Work that retries by itself (documents
+        ``retrying``, remote deletions waiting for their backoff, a ``GET`` that failed and is
+        made again by the next run) does not: it is reported, and the next run or task does it.
+        """
+        return self.failed + self.needs_review
 
     def lines(self) -> list[str]:
         """A human summary, one line per topic."""
@@ -254,7 +262,13 @@ class SyncSummary:
                 f"{self.tombstones_due} remote deletion(s) due."
             ]
         else:
-            head = [
+            head = []
+            if self.retried_documents or self.retried_tombstones:
+                head.append(
+                    f"Retrying now: {self.retried_documents} document(s), "
+                    f"{self.retried_tombstones} remote deletion(s)."
+                )
+            head += [
                 f"Pushed {p.attempted} document(s) in {p.requests} request(s): {p.synced} synced "
                 f"({p.adopted} adopted), {p.retrying} retrying, {p.failed} failed, "
                 f"{p.needs_review} need review.",
@@ -270,10 +284,16 @@ class SyncSummary:
             + (f", {r.orphans_deleted} {verb} deleted." if r.orphans_deleted else "."),
         ]
         body += [f"  orphan {slug}: {doc.file_name} ({doc.id})" for slug, doc in r.orphans[:50]]
+        body.append(
+            f"Unknown upload outcomes: {r.unknown_outcomes_deleted} remote copies found and "
+            f"{'to be deleted' if self.dry_run else 'deleted'}, "
+            f"{r.unknown_outcomes_cleared} left no copy."
+        )
         body += [f"Error: {e}" for e in (r.errors + p.errors + d.errors)[:20]]
         tail = [
-            f"Left failing: {self.failed} failed, {self.needs_review} need review, "
-            f"{self.retrying} retrying, {self.tombstones_failing} deletion(s) failing."
+            f"Left failing: {self.failed} failed, {self.needs_review} need review. "
+            f"Retrying by themselves: {self.retrying} retrying, "
+            f"{self.tombstones_failing} deletion(s) waiting."
         ]
         return head + body + tail
 
@@ -283,6 +303,7 @@ def run_sync(
     dry_run: bool = False,
     knowledge_base: KnowledgeBase | str | None = None,
     delete_orphans: bool = False,
+    retry_now: bool = False,
     progress: Progress | None = None,
 ) -> SyncSummary:
     """Finish all outstanding work; what ``manage.py promptjuggler_sync`` runs.
@@ -292,18 +313,24 @@ def run_sync(
     reconcile created (documents to push again, copies to delete) is done in the same run.
     Safe alongside workers: rows they hold are skipped (row locks, leases). A dry run reads
     (one ``GET`` per knowledge base) and writes nothing.
+
+    ``retry_now`` cuts short the backoff of documents ``retrying`` and of remote deletions
+    waiting after a failed attempt, so a run after an outage catches up at once.
     """
     kb = _resolve_knowledge_base(knowledge_base)
     kb_ids = None if kb is None else [kb.pk]
     summary = SyncSummary(dry_run=dry_run)
     with PromptJugglerClient.from_settings() as client:
         if dry_run:
-            summary.due = _documents(kb).due().count()
-            summary.tombstones_due = _tombstones(kb).count()
+            later = timezone.now() + timedelta(days=36500) if retry_now else None
+            summary.due = _documents(kb).due(later).count()
+            summary.tombstones_due = _tombstones(kb, due_only=not retry_now).count()
             summary.reconcile = reconcile(
                 knowledge_base=kb, delete_orphans=delete_orphans, dry_run=True, client=client
             )
         else:
+            if retry_now:
+                summary.retried_documents, summary.retried_tombstones = _retry_now(kb)
             summary.leases_expired = expire_leases(knowledge_base_ids=kb_ids)
             summary.drain = drain_tombstones(knowledge_base=kb, client=client, progress=progress)
             push_progress = progress
@@ -330,6 +357,16 @@ def run_sync(
     summary.retrying = docs.filter(sync_state=SyncState.RETRYING).count()
     summary.tombstones_failing = _tombstones(kb, due_only=False).exclude(last_error="").count()
     return summary
+
+
+def _retry_now(kb: KnowledgeBase | None) -> tuple[int, int]:
+    """Make waiting retries due now: (documents, tombstones). Attempts still count."""
+    now = timezone.now()
+    docs = _documents(kb).filter(sync_state=SyncState.RETRYING, next_attempt_at__gt=now)
+    documents = docs.update(next_attempt_at=now, updated_at=now)
+    # Only tombstones waiting after a failed attempt: one without an error is being drained.
+    waiting = _tombstones(kb, due_only=False).exclude(last_error="").filter(next_attempt_at__gt=now)
+    return documents, waiting.update(next_attempt_at=now)
 
 
 def _resolve_knowledge_base(value: KnowledgeBase | str | None) -> KnowledgeBase | None:

@@ -2,9 +2,10 @@
 
 Meant for cron (every few minutes) as well as by hand. It is safe while task workers run:
 rows they hold are skipped (row locks with ``SKIP LOCKED`` where the database has them, and
-upload leases), and every step is idempotent. Exits with status 1 when work is left failing
-(failed or in-review documents, retries waiting, remote deletions failing), so cron mail or
-a monitoring wrapper notices.
+upload leases), and every step is idempotent. Exits with status 1 only when work needs a
+person (documents failed or in review), so cron mail or a monitoring wrapper notices; work
+that retries by itself (documents retrying, remote deletions waiting) is reported, not fatal.
+``--retry-now`` cuts those backoffs short after an outage.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class Command(BaseCommand):
             help="Delete remote documents that no local row knows (by default only reported).",
         )
         parser.add_argument(
+            "--retry-now",
+            action="store_true",
+            help="Retry now what waits for its backoff (documents retrying, remote deletions "
+            "that failed), e.g. after an outage; attempts still count. Off by default.",
+        )
+        parser.add_argument(
             "--no-progress",
             action="store_true",
             help="No progress line, even on a terminal.",
@@ -62,6 +69,7 @@ class Command(BaseCommand):
             dry_run=options["dry_run"],
             knowledge_base=kb,
             delete_orphans=options["delete_orphans"],
+            retry_now=options["retry_now"],
             progress=progress,
         )
         if progress is not None:
@@ -69,7 +77,9 @@ class Command(BaseCommand):
         for line in summary.lines():
             self.stdout.write(line)
         if summary.failing:
-            raise CommandError(f"{summary.failing} item(s) left failing.", returncode=1)
+            raise CommandError(
+                f"{summary.failing} item(s) left failing that need a person.", returncode=1
+            )
 
 
 class _ProgressLine:
