@@ -6,6 +6,7 @@ browser, the app and the emulator.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -215,3 +216,24 @@ def test_list_fits_the_screen_and_says_why_a_document_waits(
     assert overflow <= 0, f"{overflow}px of horizontal overflow at {width}px"
     # The script runs: the "reload to see the latest" hint is for pages without it.
     expect(page.locator("[data-pj-reload-hint]")).to_be_hidden()
+    assert_accessible(page)
+    page.goto(UPLOAD)
+    assert_accessible(page)
+
+
+def assert_accessible(page: Any) -> None:
+    """axe-core (bundled in axe-playwright-python, no network): no serious or critical issue."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:  # a venv from before the `test` extra listed it; CI requires it
+        if os.environ.get("PJ_REQUIRE_BROWSER"):
+            raise
+        pytest.skip("axe-playwright-python is missing: pip install -e '.[test]'")
+
+    results = Axe().run(page)
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+        for v in results.response["violations"]
+        if v.get("impact") in ("serious", "critical")
+    ]
+    assert not bad, bad
