@@ -9,10 +9,8 @@ class PromptJugglerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported once the app registry is ready: both need the models.
         from . import checks  # noqa: F401  (registers the system checks)
+        from .sync import connect_receivers
 
-        try:
-            from . import receivers
-        except ImportError:  # pragma: no cover - receivers arrive with the sync engine
-            return
-        receivers.connect()
+        connect_receivers()

@@ -16,8 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-#: PromptJuggler's documented supported file types.
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (".txt", ".csv", ".tsv", ".md", ".html", ".pdf", ".docx")
+from .filetypes import SUPPORTED_EXTENSIONS
 
 API_KEY_ENV = "PROMPTJUGGLER_API_KEY"
 
@@ -40,10 +39,6 @@ def _is_opt_str(v: Any) -> bool:
 
 def _is_pos_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-
-
-def _is_opt_pos_number(v: Any) -> bool:
-    return v is None or _is_pos_number(v)
 
 
 def _is_nonneg_int(v: Any) -> bool:

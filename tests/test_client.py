@@ -39,7 +39,6 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from promptjuggler_django._multipart import BodyProgress, MultipartBody, Part, quote_filename
 from promptjuggler_django.client import (
     APIError,
     AuthenticationError,
@@ -60,6 +59,7 @@ from promptjuggler_django.client import (
     parse_retry_after,
     remote_file_name,
 )
+from promptjuggler_django.client._multipart import BodyProgress, MultipartBody, Part, quote_filename
 
 API_KEY = "pj_live_SECRET_7f3a9c"
 DOC_ID = "3f2b8c1e-8a4d-4c55-9a8e-1c2d3e4f5a6b"

@@ -15,8 +15,9 @@ from django.core.management import call_command
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
-from promptjuggler_django import receivers, sync
+from promptjuggler_django import sync
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
+from promptjuggler_django.sync import _receivers as receivers
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
 from tests.sync_support import make_doc
 

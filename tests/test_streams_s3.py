@@ -14,7 +14,7 @@ from django.core.files.storage import InMemoryStorage
 
 from promptjuggler_django import sync
 from promptjuggler_django.models import KnowledgeDocument, SyncState
-from promptjuggler_django.streams import (
+from promptjuggler_django.sync._streams import (
     LazyStoredFile,
     S3BodyReader,
     open_stored_file,

@@ -13,7 +13,7 @@ from django.utils import timezone
 from promptjuggler_django import signals, sync
 from promptjuggler_django.client import PromptJugglerClient, RemoteDocument
 from promptjuggler_django.models import KnowledgeDocument, RemoteDeletion, SyncState
-from promptjuggler_django.push import match_answer
+from promptjuggler_django.sync._push import match_answer
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
 from tests.sync_support import make_doc, remote_state, sha
 

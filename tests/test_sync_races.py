@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from promptjuggler_django import push, sync
+from promptjuggler_django import sync
 from promptjuggler_django.client import PromptJugglerClient
 from promptjuggler_django.models import (
     KnowledgeDocument,
@@ -22,6 +22,7 @@ from promptjuggler_django.models import (
     SyncState,
     WebhookDelivery,
 )
+from promptjuggler_django.sync import _push as push
 from promptjuggler_django.testing import sign_webhook
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
 from tests.sync_support import make_doc, remote_state, sha
@@ -173,7 +174,7 @@ def test_concurrent_workers_push_each_document_once(pj: Any, kb: Any, settings: 
     if connection.vendor != "postgresql":
         pytest.skip("SQLite serialises writers; row locks with SKIP LOCKED need PostgreSQL")
     settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "BATCH_MAX_FILES": 4}
-    from promptjuggler_django.outbox import suppress_sync
+    from promptjuggler_django.sync import suppress_sync
 
     with suppress_sync():
         docs = [make_doc(kb, f"c{i:03}.txt", f"body {i}".encode()) for i in range(60)]

@@ -102,7 +102,7 @@ def _assert_logged(caplog: Any, name: str) -> None:
 def test_a_failing_hook_after_storing_uploads_is_logged(
     pj: Any, kb: Any, monkeypatch: Any, caplog: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from promptjuggler_django import outcomes
+    from promptjuggler_django.sync import _outcomes as outcomes
 
     monkeypatch.setattr(outcomes, "replay_early_webhooks", _failing)
     doc = make_doc(kb, "kept.txt")
@@ -117,7 +117,7 @@ def test_a_failing_hook_after_storing_uploads_is_logged(
 def test_a_failing_hook_after_an_adoption_is_logged(
     pj: Any, kb: Any, monkeypatch: Any, caplog: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from promptjuggler_django import reconcile
+    from promptjuggler_django.sync import _reconcile as reconcile
 
     monkeypatch.setattr(reconcile, "replay_early_webhooks", _failing)
     doc = make_doc(kb, "unsure.txt", b"zz")
@@ -136,8 +136,8 @@ def test_a_failing_hook_after_an_adoption_is_logged(
 def test_a_failing_hook_after_draining_tombstones_is_logged(
     pj: Any, kb: Any, monkeypatch: Any, caplog: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from promptjuggler_django import tombstones
     from promptjuggler_django.models import RemoteDeletion
+    from promptjuggler_django.sync import _tombstones as tombstones
 
     doc = make_doc(kb, "gone.txt")
     sync.push_documents([doc.pk])
@@ -153,7 +153,7 @@ def test_a_failing_hook_after_draining_tombstones_is_logged(
 def test_a_failing_enqueue_hook_after_a_save_is_logged(
     kb: Any, monkeypatch: Any, caplog: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from promptjuggler_django import outbox
+    from promptjuggler_django.sync import _outbox as outbox
 
     monkeypatch.setattr(outbox, "_flush", _failing)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:

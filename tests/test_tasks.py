@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
-from promptjuggler_django import tasks
 from promptjuggler_django.models import KnowledgeDocument, RemoteDeletion, SyncState
+from promptjuggler_django.sync import tasks
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
 from tests.sync_support import make_doc, remote_state
 
@@ -197,4 +197,4 @@ def test_rq_task_arguments_are_plain_ids(kb: Any, rq_backend: Any) -> None:
     make_doc(kb, "ids.txt")
     (job,) = rq_backend.jobs
     assert json.loads(json.dumps(list(job.args))) == [kb.pk]
-    assert job.func_name == "promptjuggler_django.tasks.push_knowledge_base_task"
+    assert job.func_name == "promptjuggler_django.sync.tasks.push_knowledge_base_task"

@@ -12,7 +12,7 @@ from django.db import IntegrityError, OperationalError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from promptjuggler_django import deliveries, signals, status
+from promptjuggler_django import signals, status, webhooks
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, WebhookDelivery
 from promptjuggler_django.webhooks import WebhookView
 
@@ -378,8 +378,8 @@ def test_the_logged_body_is_capped(client, settings) -> None:
 
 
 def test_log_copy_replaces_what_a_database_cannot_hold() -> None:
-    assert deliveries.log_copy(b"a\x00b\xffc", 100) == ("a\ufffdb\ufffdc", False)
-    assert deliveries.log_copy(b"abc", 0) == ("", True)
+    assert webhooks.log_copy(b"a\x00b\xffc", 100) == ("a\ufffdb\ufffdc", False)
+    assert webhooks.log_copy(b"abc", 0) == ("", True)
 
 
 # Deferred processing ----------------------------------------------------------------------------
@@ -421,11 +421,11 @@ def test_deferred_processing_is_idempotent(
         assert deliver(client, document_body(document.remote_id, "ready", 4)) == "duplicate"
     delivery = WebhookDelivery.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
-        assert deliveries.process_delivery(delivery.pk) == "applied"
-        assert deliveries.process_delivery(delivery.pk) == "applied"
-        assert deliveries.process_pending_deliveries() == 0
+        assert webhooks.process_delivery(delivery.pk) == "applied"
+        assert webhooks.process_delivery(delivery.pk) == "applied"
+        assert webhooks.process_pending_deliveries() == 0
     assert len(changes.calls) == 1
-    assert deliveries.process_delivery(delivery.pk + 1000) is None
+    assert webhooks.process_delivery(delivery.pk + 1000) is None
 
 
 @pytest.mark.usefixtures("deferred")
@@ -435,7 +435,7 @@ def test_deferred_mode_keeps_the_whole_body_and_lost_tasks_are_caught_up(client,
     deliver(client, document_body(document.remote_id, "ready", 4))
     delivery = WebhookDelivery.objects.get()
     assert not delivery.body_truncated
-    assert deliveries.process_pending_deliveries() == 1
+    assert webhooks.process_pending_deliveries() == 1
     document.refresh_from_db()
     assert document.chunk_count == 4
 
@@ -443,7 +443,7 @@ def test_deferred_mode_keeps_the_whole_body_and_lost_tasks_are_caught_up(client,
 @pytest.mark.usefixtures("deferred")
 def test_deferred_mode_logs_bad_bodies_at_once(client) -> None:
     assert deliver(client, b"nonsense") == "invalid"
-    assert deliveries.process_pending_deliveries() == 0
+    assert webhooks.process_pending_deliveries() == 0
 
 
 # Replay -----------------------------------------------------------------------------------------
@@ -453,7 +453,7 @@ def test_replay_reapplies_through_the_same_rules(client) -> None:
     document = make_document("pending")
     deliver(client, document_body(document.remote_id, "ready", 3))
     delivery = WebhookDelivery.objects.get()
-    assert deliveries.replay_delivery(delivery.pk) == "stale"
+    assert webhooks.replay_delivery(delivery.pk) == "stale"
     delivery.refresh_from_db()
     assert (delivery.outcome, delivery.replay_count) == ("stale", 1)
 
@@ -461,12 +461,12 @@ def test_replay_reapplies_through_the_same_rules(client) -> None:
     KnowledgeDocument.objects.filter(pk=document.pk).update(
         remote_status="pending", chunk_count=None, status_changed_at=None
     )
-    assert deliveries.replay_delivery(delivery.pk) == "applied"
+    assert webhooks.replay_delivery(delivery.pk) == "applied"
     document.refresh_from_db()
     delivery.refresh_from_db()
     assert (document.remote_status, document.chunk_count) == ("ready", 3)
     assert (delivery.outcome, delivery.replay_count) == ("applied", 2)
-    assert deliveries.replay_delivery(delivery.pk + 1000) is None
+    assert webhooks.replay_delivery(delivery.pk + 1000) is None
 
 
 def test_replay_of_an_unknown_object_after_the_upload_response_arrived(client) -> None:
@@ -476,7 +476,7 @@ def test_replay_of_an_unknown_object_after_the_upload_response_arrived(client) -
     document = make_document("")
     KnowledgeDocument.objects.filter(pk=document.pk).update(remote_id=remote_id)
     delivery = WebhookDelivery.objects.get()
-    assert deliveries.replay_delivery(delivery.pk) == "applied"
+    assert webhooks.replay_delivery(delivery.pk) == "applied"
     document.refresh_from_db()
     assert (document.remote_status, document.chunk_count) == ("ready", 5)
 
@@ -490,7 +490,7 @@ def test_replay_of_a_truncated_body_uses_the_logged_columns(client, settings) ->
     )
     delivery = WebhookDelivery.objects.get()
     assert delivery.body_truncated
-    assert deliveries.replay_delivery(delivery.pk) == "applied"
+    assert webhooks.replay_delivery(delivery.pk) == "applied"
     document.refresh_from_db()
     assert (document.remote_status, document.chunk_count) == ("sealed", 1)  # count unknown
 
@@ -498,7 +498,7 @@ def test_replay_of_a_truncated_body_uses_the_logged_columns(client, settings) ->
 def test_replay_of_an_invalid_body_stays_invalid(client) -> None:
     deliver(client, b"{oops", name="webhook-document")
     delivery = WebhookDelivery.objects.get()
-    assert deliveries.replay_delivery(delivery.pk) == "invalid"
+    assert webhooks.replay_delivery(delivery.pk) == "invalid"
     delivery.refresh_from_db()
     assert (delivery.replay_count, delivery.detail) == (1, "body is not JSON")
 
@@ -512,7 +512,7 @@ def test_replay_records_a_failure(client, monkeypatch) -> None:
 
     monkeypatch.setattr(status, "apply_document_status", failing)
     delivery = WebhookDelivery.objects.get()
-    assert deliveries.replay_delivery(delivery.pk) == "error"
+    assert webhooks.replay_delivery(delivery.pk) == "error"
     delivery.refresh_from_db()
     assert (delivery.outcome, delivery.replay_count) == ("error", 1)
     assert delivery.detail == "OperationalError: gone"

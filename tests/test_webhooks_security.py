@@ -14,8 +14,9 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 
-from promptjuggler_django import deliveries, signature
+from promptjuggler_django import signature
 from promptjuggler_django.models import WebhookDelivery
+from promptjuggler_django.webhooks import _deliveries as deliveries
 
 from .webhook_support import (
     NOW,

@@ -22,6 +22,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from .. import sync
 from ..conf import pj_settings
 from ..display import remote_status_badge, sync_state_badge
 from ..forms import DocumentUploadForm
@@ -149,10 +150,8 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description=_("Refresh status and counts from PromptJuggler"))
     def refresh_from_api(self, request: HttpRequest, queryset: QuerySet[KnowledgeBase]) -> None:
-        from ..sync import refresh_knowledge_base
-
         for knowledge_base in queryset:
-            report = refresh_knowledge_base(knowledge_base)
+            report = sync.refresh_knowledge_base(knowledge_base)
             if report.error:
                 messages.error(
                     request,
@@ -287,9 +286,7 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description=_("Push selected documents again"), permissions=["change"])
     def push_again(self, request: HttpRequest, queryset: QuerySet[KnowledgeDocument]) -> None:
-        from ..sync import push_again
-
-        count = push_again(queryset)
+        count = sync.push_again(queryset)
         messages.success(
             request,
             ngettext(
@@ -302,10 +299,8 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description=_("Refresh status from PromptJuggler"))
     def refresh_status(self, request: HttpRequest, queryset: QuerySet[KnowledgeDocument]) -> None:
-        from ..sync import refresh_documents
-
         documents = list(queryset.filter(remote_id__isnull=False))
-        changed = refresh_documents(documents)
+        changed = sync.refresh_documents(documents)
         messages.success(
             request,
             ngettext(

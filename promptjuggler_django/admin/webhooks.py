@@ -22,8 +22,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..deliveries import replay_delivery
 from ..models import WebhookDelivery
+from ..webhooks import replay_delivery
 
 #: At most this many deliveries are replayed by one click (each is its own transaction).
 MAX_REPLAY = 500

@@ -23,11 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from ..conf import SUPPORTED_EXTENSIONS
 from .bodies import BodyError, BodyReader, BodyTooLarge
 from .faults import Fault
 from .multipart import MultipartError, MultipartParser, PartHeaders, boundary_from_content_type
 from .state import IncomingFile, file_extension
+
+#: The file types PromptJuggler documents as accepted: the emulator's own copy, kept apart from
+#: the app's list so that a client sending what the service refuses fails here too.
+ACCEPTED_EXTENSIONS: tuple[str, ...] = (".txt", ".csv", ".tsv", ".md", ".html", ".pdf", ".docx")
 
 if TYPE_CHECKING:
     from .emulator import FakePromptJuggler
@@ -135,10 +138,10 @@ class _UploadCollector:
         if match is None or not headers.filename:
             return  # a form field, or a file field without a filename: not a file to PromptJuggler
         self.file_names.append(headers.filename)
-        if file_extension(headers.filename) not in SUPPORTED_EXTENSIONS:
+        if file_extension(headers.filename) not in ACCEPTED_EXTENSIONS:
             self.errors.append(
                 f"Unsupported file type: {headers.filename}. Supported types: "
-                + ", ".join(SUPPORTED_EXTENSIONS)
+                + ", ".join(ACCEPTED_EXTENSIONS)
             )
             return
         part = _FilePart(headers, self.keep_limit)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import pj_settings
+from ...testing import FakePromptJuggler
 from ..arguments import bounded_float, bounded_int
 
 DEFAULT_HOST = "127.0.0.1"
@@ -83,8 +84,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from ...testing import FakePromptJuggler
-
         host, port = self._address(options["host"], options["port"])
         secret = options["webhook_secret"] or next(iter(pj_settings.webhook_secrets), None)
         if options["webhook_url"] and not secret:

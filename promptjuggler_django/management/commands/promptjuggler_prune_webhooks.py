@@ -16,8 +16,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from ...conf import pj_settings
-from ...deliveries import prune_deliveries
 from ...models import WebhookDelivery
+from ...webhooks import prune_deliveries
 from ..arguments import bounded_int
 
 #: The oldest cutoff accepted (a century): beyond it the date arithmetic overflows.

@@ -18,9 +18,9 @@ from typing import Any
 
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
-from ._multipart import CONTENT_TYPES, guess_content_type
-from .models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
-from .outbox import (
+from ..filetypes import CONTENT_TYPES, guess_content_type
+from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
+from ._outbox import (
     Tombstone,
     enqueue_push_for,
     may_have_unrecorded_copy,

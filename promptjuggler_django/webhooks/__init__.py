@@ -32,16 +32,23 @@ from django.urls import URLPattern, path
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from . import deliveries, signature
-from .conf import pj_settings
-from .deliveries import process_delivery, replay_delivery
-from .events import EVENT_FAMILIES
-from .models import WebhookDelivery
+from .. import signature
+from ..apply import process_delivery, process_pending_deliveries, replay_delivery
+from ..conf import pj_settings
+from ..events import EVENT_FAMILIES
+from ..models import WebhookDelivery
+from . import _deliveries
+from ._deliveries import dedupe_key, log_copy, prune_deliveries, receive
 
 __all__ = [
     "WebhookValidationError",
     "WebhookView",
+    "dedupe_key",
+    "log_copy",
     "process_delivery",
+    "process_pending_deliveries",
+    "prune_deliveries",
+    "receive",
     "replay_delivery",
     "urlpatterns",
 ]
@@ -123,7 +130,7 @@ class WebhookView(View):
             )
             return HttpResponse(status=413)
         verified = self.verify(request, body, secrets)
-        outcome = deliveries.receive(
+        outcome = _deliveries.receive(
             body, verified, expected=self.event_type, headers=self.headers_to_log(request)
         )
         return JsonResponse({"outcome": outcome}, status=200 if outcome in OK_OUTCOMES else 500)

@@ -30,12 +30,13 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import status as status_rules
-from .client import PromptJugglerClient, PromptJugglerError, RemoteDocument, RemoteKnowledgeBase
-from .conf import pj_settings
-from .models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
-from .outbox import Tombstone, drain_after_commit, enqueue_push_for, write_tombstones
-from .outcomes import Progress, replay_early_webhooks, run_after_commit
+from .. import status as status_rules
+from ..apply import replay_early_webhooks
+from ..client import PromptJugglerClient, PromptJugglerError, RemoteDocument, RemoteKnowledgeBase
+from ..conf import pj_settings
+from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
+from ._outbox import Tombstone, drain_after_commit, enqueue_push_for, write_tombstones
+from ._outcomes import Progress, run_after_commit
 
 logger = logging.getLogger("promptjuggler_django.sync")
 

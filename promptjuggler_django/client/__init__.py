@@ -30,8 +30,8 @@ from uuid import UUID
 
 import httpx
 
-from . import __version__
-from ._errors import (
+from .. import __version__
+from ..exceptions import (
     ERRORS_BY_STATUS,
     APIError,
     AuthenticationError,
@@ -142,9 +142,10 @@ class PromptJugglerClient:
     @classmethod
     def from_settings(cls, **overrides: Any) -> PromptJugglerClient:
         """A client configured from ``settings.PROMPTJUGGLER``; keyword arguments win."""
+        # Django is optional for the client: only this constructor needs settings.
         from django.core.exceptions import ImproperlyConfigured
 
-        from .conf import API_KEY_ENV, pj_settings
+        from ..conf import API_KEY_ENV, pj_settings
 
         s = pj_settings
         kwargs: dict[str, Any] = {

@@ -26,18 +26,20 @@ from typing import Any
 from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from .client import PromptJugglerClient
-from .models import (
+from ..apply import process_pending_deliveries
+from ..client import PromptJugglerClient
+from ..models import (
     KnowledgeBase,
     KnowledgeDocument,
     KnowledgeDocumentQuerySet,
     RemoteDeletion,
     SyncState,
 )
-from .outbox import (
+from . import tasks  # noqa: F401  (importing it hands the tasks to the outbox's triggers)
+from ._outbox import (
     Tombstone,
     enqueue_push_for,
     may_have_unrecorded_copy,
@@ -46,7 +48,7 @@ from .outbox import (
     sync_suppressed,
     write_tombstones,
 )
-from .push import (
+from ._push import (
     DrainReport,
     Progress,
     PushReport,
@@ -56,7 +58,8 @@ from .push import (
     push_documents,
     push_due,
 )
-from .reconcile import (
+from ._receivers import connect as connect_receivers
+from ._reconcile import (
     ReconcileReport,
     RefreshReport,
     reconcile,
@@ -72,6 +75,7 @@ __all__ = [
     "RefreshReport",
     "SyncSummary",
     "backoff_delay",
+    "connect_receivers",
     "delete_remote",
     "drain_tombstones",
     "enqueue_push_for",
@@ -324,7 +328,7 @@ def run_sync(
         if dry_run:
             later = timezone.now() + timedelta(days=36500) if retry_now else None
             summary.due = _documents(kb).due(later).count()
-            summary.tombstones_due = _tombstones(kb, due_only=not retry_now).count()
+            summary.tombstones_due = _tombstones_in(kb, due_only=not retry_now).count()
             summary.reconcile = reconcile(
                 knowledge_base=kb, delete_orphans=delete_orphans, dry_run=True, client=client
             )
@@ -355,7 +359,7 @@ def run_sync(
     summary.failed = docs.filter(sync_state=SyncState.FAILED).count()
     summary.needs_review = docs.filter(sync_state=SyncState.NEEDS_REVIEW).count()
     summary.retrying = docs.filter(sync_state=SyncState.RETRYING).count()
-    summary.tombstones_failing = _tombstones(kb, due_only=False).exclude(last_error="").count()
+    summary.tombstones_failing = _tombstones_in(kb, due_only=False).exclude(last_error="").count()
     return summary
 
 
@@ -365,7 +369,8 @@ def _retry_now(kb: KnowledgeBase | None) -> tuple[int, int]:
     docs = _documents(kb).filter(sync_state=SyncState.RETRYING, next_attempt_at__gt=now)
     documents = docs.update(next_attempt_at=now, updated_at=now)
     # Only tombstones waiting after a failed attempt: one without an error is being drained.
-    waiting = _tombstones(kb, due_only=False).exclude(last_error="").filter(next_attempt_at__gt=now)
+    waiting = _tombstones_in(kb, due_only=False).exclude(last_error="")
+    waiting = waiting.filter(next_attempt_at__gt=now)
     return documents, waiting.update(next_attempt_at=now)
 
 
@@ -380,9 +385,7 @@ def _documents(kb: KnowledgeBase | None) -> KnowledgeDocumentQuerySet:
     return qs if kb is None else qs.filter(knowledge_base=kb)
 
 
-def _tombstones(kb: KnowledgeBase | None, *, due_only: bool = True) -> QuerySet[RemoteDeletion]:
-    from django.db.models import Q
-
+def _tombstones_in(kb: KnowledgeBase | None, *, due_only: bool = True) -> QuerySet[RemoteDeletion]:
     qs = RemoteDeletion.objects.filter(remote_id__isnull=False)
     if due_only:
         now = timezone.now()
@@ -396,8 +399,4 @@ def _tombstones(kb: KnowledgeBase | None, *, due_only: bool = True) -> QuerySet[
 
 def _process_pending_webhooks() -> None:
     """Apply deferred webhook deliveries whose task was lost (the webhook log's own outbox)."""
-    try:
-        from .deliveries import process_pending_deliveries
-    except ImportError:  # pragma: no cover
-        return
     process_pending_deliveries()

@@ -16,7 +16,6 @@ was sent and then the connection failed".
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import re
 import secrets
@@ -25,33 +24,11 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, BinaryIO, Protocol
 
-#: Content types for the file types PromptJuggler documents. ``mimetypes`` depends on the host
-#: (``/etc/mime.types``, the Windows registry maps ``.csv`` to an Excel type, older tables lack
-#: ``.md``), so the supported ones are pinned here.
-CONTENT_TYPES: dict[str, str] = {
-    ".txt": "text/plain",
-    ".md": "text/markdown",
-    ".csv": "text/csv",
-    ".tsv": "text/tab-separated-values",
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".pdf": "application/pdf",
-    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-}
-
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
+from ..filetypes import guess_content_type
 
 
 class Readable(Protocol):
     def read(self, size: int = ..., /) -> bytes: ...
-
-
-def guess_content_type(file_name: str) -> str:
-    """The part ``Content-Type`` for ``file_name``: pinned for supported types, else a guess."""
-    ext = os.path.splitext(file_name)[1].lower()
-    if ext in CONTENT_TYPES:
-        return CONTENT_TYPES[ext]
-    return mimetypes.guess_type(file_name, strict=False)[0] or DEFAULT_CONTENT_TYPE
 
 
 _NEEDS_ESCAPING = re.compile(r'["\\\x00-\x1f\x7f]')

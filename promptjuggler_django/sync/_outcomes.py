@@ -16,15 +16,16 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import signals
-from .client import RemoteDocument
-from .conf import pj_settings
-from .models import KnowledgeBase, KnowledgeDocument, SyncState
-from .outbox import Tombstone, write_tombstones
+from .. import signals
+from ..apply import replay_early_webhooks
+from ..client import RemoteDocument
+from ..conf import pj_settings
+from ..models import KnowledgeBase, KnowledgeDocument, SyncState
+from ._outbox import Tombstone, write_tombstones
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -443,34 +444,3 @@ def send_signal(signal: Any, **kwargs: Any) -> None:
                 receiver,
                 exc_info=(type(response), response, response.__traceback__),
             )
-
-
-def replay_early_webhooks(remote_ids: Sequence[Any], *, using: str | None = None) -> int:
-    """Apply logged ``knowledgedocument.finished`` deliveries that found no row at the time.
-
-    PromptJuggler may finish a small document and send its webhook before the upload answer
-    is stored here; that delivery was logged as ``unknown_object``. Once the remote id is on
-    its row, the logged deliveries are applied again (forward-only, so order does not matter).
-    One query when there is nothing to replay.
-    """
-    from .models import WebhookDelivery
-
-    if not remote_ids:
-        return 0
-    deliveries = list(
-        WebhookDelivery.objects.using(using or DEFAULT_DB_ALIAS)
-        .filter(
-            object_id__in=[str(r) for r in remote_ids],
-            outcome=WebhookDelivery.Outcome.UNKNOWN_OBJECT,
-            event_type=WebhookDelivery.EventType.DOCUMENT_FINISHED,
-        )
-        .order_by("signature_timestamp", "pk")
-        .values_list("pk", flat=True)
-    )
-    if not deliveries:
-        return 0
-    from .deliveries import replay_delivery
-
-    for delivery_id in deliveries:
-        replay_delivery(delivery_id)
-    return len(deliveries)

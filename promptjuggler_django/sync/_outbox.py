@@ -20,9 +20,9 @@ from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 
-from . import tasks
-from .conf import pj_settings
-from .models import KnowledgeBase, RemoteDeletion
+from ..conf import pj_settings
+from ..models import KnowledgeBase, RemoteDeletion
+from ..taskqueue import enqueue, enqueue_at
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -50,6 +50,35 @@ def suppress_sync() -> Iterator[None]:
 def sync_suppressed() -> bool:
     """True inside :func:`suppress_sync`."""
     return _suppressed.get()
+
+
+# -- triggers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Triggers:
+    """The tasks the engine enqueues, handed over by :mod:`promptjuggler_django.sync.tasks`.
+
+    The tasks run the engine, so the engine cannot import them without a cycle; the tasks
+    module fills this in when it is imported (``promptjuggler_django.sync`` always imports it).
+    A trigger still missing enqueues nothing: the rows wait for ``promptjuggler_sync``, as they
+    would with the task backend down.
+    """
+
+    #: Task taking a knowledge base id: push its due documents.
+    push_knowledge_base: Any = None
+    #: Task taking a list of tombstone ids: delete those remote documents.
+    delete_remote: Any = None
+
+
+TRIGGERS = Triggers()
+
+
+def _trigger(task_obj: Any, *args: Any) -> None:
+    if task_obj is None:
+        logger.warning("The sync tasks are not loaded; promptjuggler_sync will pick the work up.")
+        return
+    enqueue(task_obj, *args)
 
 
 # -- enqueue once per transaction ------------------------------------------------------------
@@ -128,7 +157,7 @@ def _flush(entry: _Pending, using: str) -> None:
     if not pj_settings.SYNC_ENABLED:
         return  # the rows stay queued; promptjuggler_sync does the work
     for kb_id in sorted(entry.knowledge_base_ids):
-        tasks.enqueue(tasks.push_knowledge_base_task, kb_id)
+        _trigger(TRIGGERS.push_knowledge_base, kb_id)
     if entry.tombstone_remote_ids:
         ids = list(
             RemoteDeletion.objects.using(using)
@@ -137,7 +166,7 @@ def _flush(entry: _Pending, using: str) -> None:
             .values_list("pk", flat=True)
         )
         for start in range(0, len(ids), _TOMBSTONES_PER_TASK):
-            tasks.enqueue(tasks.delete_remote_task, ids[start : start + _TOMBSTONES_PER_TASK])
+            _trigger(TRIGGERS.delete_remote, ids[start : start + _TOMBSTONES_PER_TASK])
 
 
 def _db_alias(using: str | None) -> str:
@@ -159,9 +188,9 @@ def schedule_retry(knowledge_base_id: int, when: datetime) -> bool:
     Backends without deferral (the immediate one, some queues) return False: the documents
     wait in ``retrying`` for the next ``promptjuggler_sync`` or push.
     """
-    if not pj_settings.SYNC_ENABLED:
+    if not pj_settings.SYNC_ENABLED or TRIGGERS.push_knowledge_base is None:
         return False
-    return tasks.enqueue_at(tasks.push_knowledge_base_task, when, knowledge_base_id)
+    return enqueue_at(TRIGGERS.push_knowledge_base, when, knowledge_base_id)
 
 
 # -- tombstones ------------------------------------------------------------------------------
@@ -238,7 +267,3 @@ def tombstone_for(document: Any, reason: str, remote_id: UUID | None = None) -> 
 def drain_after_commit(remote_ids: Iterable[UUID], *, using: str | None = None) -> None:
     """Enqueue the deletion of already written tombstones once the transaction commits."""
     _collect(_db_alias(using), remote_ids=remote_ids)
-
-
-def default_using(using: str | None = None) -> str:
-    return using or DEFAULT_DB_ALIAS

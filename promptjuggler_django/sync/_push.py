@@ -32,8 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from ._multipart import guess_content_type
-from .client import (
+from ..client import (
     APIError,
     FileReadError,
     InvalidResponse,
@@ -44,10 +43,11 @@ from .client import (
     RequestNotSent,
     UploadFile,
 )
-from .conf import pj_settings
-from .models import KnowledgeBase, KnowledgeDocument, SyncState
-from .outbox import schedule_retry
-from .outcomes import (
+from ..conf import pj_settings
+from ..filetypes import guess_content_type
+from ..models import KnowledgeBase, KnowledgeDocument, SyncState
+from ._outbox import schedule_retry
+from ._outcomes import (
     FAILED,
     NEEDS_REVIEW,
     REQUEUE,
@@ -60,11 +60,11 @@ from .outcomes import (
     backoff_delay,
     locked_rows,
     match_answer,
-    replay_early_webhooks,
     store_outcomes,
 )
-from .streams import LazyStoredFile, stored_size
-from .tombstones import DrainReport, drain_tombstones
+from ._reconcile import learn_knowledge_base, match_unknown_documents
+from ._streams import LazyStoredFile, stored_size
+from ._tombstones import DrainReport, drain_tombstones
 
 __all__ = [
     "DrainReport",
@@ -76,7 +76,6 @@ __all__ = [
     "match_answer",
     "push_documents",
     "push_due",
-    "replay_early_webhooks",
 ]
 
 logger = logging.getLogger("promptjuggler_django.sync")
@@ -365,8 +364,6 @@ def _adopt_before_retry(
     using: str,
 ) -> tuple[list[DocumentResult], list[DocumentResult]]:
     """Adopt remote documents an earlier attempt created; (adopted, could-not-check) results."""
-    from .reconcile import learn_knowledge_base, match_unknown_documents
-
     kb = claim.knowledge_base
     listing = listings.get(kb.pk)
     if listing is None:

@@ -16,11 +16,11 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import signals
-from .client import APIError, PromptJugglerClient, PromptJugglerError
-from .conf import pj_settings
-from .models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
-from .outcomes import ERROR_LENGTH, Progress, backoff_delay, locked_rows, run_after_commit
+from .. import signals
+from ..client import APIError, PromptJugglerClient, PromptJugglerError
+from ..conf import pj_settings
+from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
+from ._outcomes import ERROR_LENGTH, Progress, backoff_delay, locked_rows, run_after_commit
 
 logger = logging.getLogger("promptjuggler_django.sync")
 

@@ -1,0 +1,150 @@
+"""The webhook delivery log: record, deduplicate and apply verified deliveries.
+
+Deliveries are at-least-once, duplicated and out of order. Each verified delivery is recorded
+with a dedupe key (``sha256(t + "." + body)``) *in the same transaction as its effect*: a
+duplicate finds the key taken and changes nothing, and an effect that fails leaves no key behind
+that would swallow PromptJuggler's retry (the failure is logged apart as an ``error`` row, and a
+retry of it is applied again). Effects go through :mod:`promptjuggler_django.status`, the
+forward-only rules that polling uses too.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import logging
+from datetime import UTC, datetime
+from functools import partial
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ..apply import apply_event, apply_logged, describe_error
+from ..conf import pj_settings
+from ..events import Event, RejectedBody, parse_event
+from ..models import WebhookDelivery
+from ..signature import VerifiedSignature
+from ..taskqueue import enqueue
+from .tasks import process_webhook_task
+
+logger = logging.getLogger("promptjuggler_django.webhooks")
+
+Outcome = WebhookDelivery.Outcome
+
+
+def dedupe_key(timestamp: int, body: bytes) -> str:
+    """``sha256(<t>.<body>)``: a redelivery (same timestamp, same bytes) has the same key."""
+    return hashlib.sha256(str(timestamp).encode("ascii") + b"." + body).hexdigest()
+
+
+def log_copy(body: bytes, limit: int) -> tuple[str, bool]:
+    """The body as text for the log, at most ``limit`` bytes, and whether it was cut."""
+    # The incremental decoder drops a character split by the cut rather than mangling it;
+    # undecodable bytes become U+FFFD, and so does NUL (PostgreSQL refuses it in text).
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(body[:limit], final=False)
+    return text.replace("\x00", "\ufffd"), len(body) > limit
+
+
+def receive(
+    body: bytes,
+    verified: VerifiedSignature,
+    *,
+    expected: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> str:
+    """Record one verified delivery and, in inline mode, apply it; return its outcome.
+
+    ``expected`` is the event type of a per-event URL (``None``: told apart by shape). Three
+    queries when a document event applies: the locked read, the update, the log insert.
+    """
+    key = dedupe_key(verified.timestamp, body)
+    observed_at = datetime.fromtimestamp(verified.timestamp, tz=UTC)
+    event: Event | None = None
+    try:
+        event = parse_event(body, expected)
+    except RejectedBody as rejected:
+        event_type, outcome, detail = rejected.event_type, rejected.outcome, rejected.detail
+    else:
+        event_type, outcome, detail = event.event_type, Outcome.RECEIVED, ""
+    deferred = event is not None and pj_settings.WEBHOOK_PROCESSING == "deferred"
+    # The deferred task reads the event back from the log, so it keeps the whole body.
+    limit = pj_settings.WEBHOOK_MAX_BODY_BYTES if deferred else pj_settings.WEBHOOK_LOG_BODY_BYTES
+    logged_body, truncated = log_copy(body, limit)
+    delivery = WebhookDelivery(
+        event_type=event_type,
+        object_id=event.object_id if event else "",
+        status=event.status if event else "",
+        signature_timestamp=observed_at,
+        secret_index=verified.secret_index,
+        dedupe_key=key,
+        body=logged_body,
+        body_truncated=truncated,
+        headers=headers or {},
+        outcome=outcome,
+        detail=detail,
+    )
+    try:
+        with transaction.atomic():
+            if event is not None and not deferred:
+                delivery.outcome = apply_event(event, observed_at, delivery)
+            if delivery.outcome != Outcome.RECEIVED:
+                delivery.processed_at = timezone.now()
+            # Inserted last: a taken key rolls the effect back with it.
+            delivery.save(force_insert=True)
+            if deferred:
+                transaction.on_commit(partial(enqueue, process_webhook_task, delivery.pk))
+    except IntegrityError as exc:
+        again = _receive_again(key, event)
+        if again is None:  # no row holds the key: the integrity error came from the effect
+            logger.error("Applying a PromptJuggler webhook delivery hit %s.", describe_error(exc))
+            _record_error(delivery, exc)
+            return Outcome.ERROR
+        return again
+    except Exception as exc:
+        logger.exception("Applying a PromptJuggler webhook delivery failed; logged as error.")
+        _record_error(delivery, exc)
+        return Outcome.ERROR
+    return delivery.outcome
+
+
+def _receive_again(key: str, event: Event | None) -> str | None:
+    """A delivery whose key is taken: a duplicate, or the retry of one that failed.
+
+    ``None`` when no row holds the key after all.
+    """
+    duplicates = (
+        WebhookDelivery.objects.filter(dedupe_key=key)
+        .exclude(outcome=Outcome.ERROR)
+        .update(duplicate_count=F("duplicate_count") + 1)
+    )
+    if duplicates:
+        return Outcome.DUPLICATE
+    return apply_logged({"dedupe_key": key}, event=event, retry=True)
+
+
+def _record_error(delivery: WebhookDelivery, exc: BaseException) -> None:
+    """Log a delivery whose effect rolled back, in a transaction of its own."""
+    delivery.pk = None
+    delivery.outcome = Outcome.ERROR
+    delivery.detail = describe_error(exc)
+    delivery.processed_at = timezone.now()
+    try:
+        with transaction.atomic():
+            delivery.save(force_insert=True)
+    except Exception:
+        logger.exception("Could not log a failed PromptJuggler webhook delivery.")
+
+
+def prune_deliveries(cutoff: datetime, *, batch_size: int = 1000) -> int:
+    """Delete deliveries received before ``cutoff``, ``batch_size`` per statement; how many.
+
+    Each batch is its own short statement, so a large log is pruned without long locks.
+    """
+    deleted = 0
+    old = WebhookDelivery.objects.filter(received_at__lt=cutoff).order_by("pk")
+    while ids := list(old.values_list("pk", flat=True)[:batch_size]):
+        # No relations and no delete receivers: Django issues one DELETE per batch.
+        count, _ = WebhookDelivery.objects.filter(pk__in=ids).delete()
+        deleted += count
+    return deleted

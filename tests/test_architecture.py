@@ -1,0 +1,165 @@
+"""The package's shape: no import cycles, no imports hidden in functions, the old paths deprecated.
+
+The layer contracts themselves are in ``pyproject.toml`` (``lint-imports``, run by CI); these
+tests keep what import-linter's contracts do not state.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+import warnings
+from pathlib import Path
+
+import grimp
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "promptjuggler_django"
+
+#: Imports that must wait for the app registry or keep an optional dependency optional.
+ALLOWED_FUNCTION_IMPORTS = {
+    # AppConfig.ready(): both need the models, which exist only once the registry is ready.
+    ("apps.py", "checks"),
+    ("apps.py", "sync"),
+    # The client works without Django; only PromptJugglerClient.from_settings reads settings.
+    ("client/__init__.py", "django.core.exceptions"),
+    ("client/__init__.py", "conf"),
+}
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append(
+                        (child, iter(sorted(graph.find_modules_directly_imported_by(child))))
+                    )
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = grimp.build_graph("promptjuggler_django", exclude_type_checking_imports=True)
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = grimp.ImportGraph()
+    for name in ("pkg", "pkg.a", "pkg.b", "pkg.c"):
+        graph.add_module(name)
+    graph.add_import(importer="pkg.a", imported="pkg.b")
+    graph.add_import(importer="pkg.b", imported="pkg.a")
+    graph.add_import(importer="pkg.c", imported="pkg.a")
+    assert _cycles(graph) == [["pkg.a", "pkg.b"]]
+
+
+def _function_level_imports() -> set[tuple[str, str]]:
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith(("migrations/", "testing/")):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.ImportFrom):
+                    if node.level:
+                        found.add((rel, (node.module or "").split(".")[0] or node.names[0].name))
+                    elif (node.module or "").startswith(("promptjuggler_django", "django.core")):
+                        found.add((rel, node.module or ""))
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        if alias.name.startswith("promptjuggler_django"):
+                            found.add((rel, alias.name))
+    return found
+
+
+def test_no_import_of_the_package_is_hidden_in_a_function() -> None:
+    assert _function_level_imports() <= ALLOWED_FUNCTION_IMPORTS
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "names"),
+    [
+        (
+            "promptjuggler_django.tasks",
+            "promptjuggler_django.sync.tasks",
+            ["push_documents_task", "push_knowledge_base_task", "delete_remote_task"],
+        ),
+        (
+            "promptjuggler_django.tasks",
+            "promptjuggler_django.webhooks.tasks",
+            ["process_webhook_task"],
+        ),
+        (
+            "promptjuggler_django.deliveries",
+            "promptjuggler_django.webhooks",
+            ["receive", "process_delivery", "replay_delivery", "prune_deliveries", "log_copy"],
+        ),
+    ],
+)
+def test_old_module_paths_still_work_and_are_deprecated(
+    old: str, new: str, names: list[str]
+) -> None:
+    sys.modules.pop(old, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = importlib.import_module(old)
+    assert any(
+        issubclass(w.category, DeprecationWarning) and new.split(".")[1] in str(w.message)
+        for w in caught
+    )
+    target = importlib.import_module(new)
+    for name in names:
+        assert getattr(module, name) is getattr(target, name)
+
+
+def test_a_job_queued_under_the_old_task_path_still_resolves() -> None:
+    from django.utils.module_loading import import_string
+
+    from promptjuggler_django.sync.tasks import push_knowledge_base_task
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = import_string("promptjuggler_django.tasks.push_knowledge_base_task")
+    assert old is push_knowledge_base_task
