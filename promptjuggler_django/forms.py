@@ -8,7 +8,6 @@ them to PromptJuggler after the transaction commits.
 
 from __future__ import annotations
 
-import mimetypes
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_lazy as _
 
 from .conf import pj_settings
+from .filetypes import guess_content_type
 from .models import KnowledgeBase, KnowledgeDocument
 
 __all__ = [
@@ -102,9 +102,6 @@ def create_documents(
     with transaction.atomic():
         for file in files:
             name = os.path.basename(file.name or "")[:_FILE_NAME_MAX]
-            content_type = getattr(file, "content_type", "") or (
-                mimetypes.guess_type(name)[0] or "application/octet-stream"
-            )
             documents.append(
                 KnowledgeDocument.objects.create(
                     knowledge_base=knowledge_base,
@@ -112,7 +109,7 @@ def create_documents(
                     file=file,
                     file_name=name,
                     file_size=file.size,
-                    content_type=content_type[:150],
+                    content_type=guess_content_type(name),
                 )
             )
     return documents

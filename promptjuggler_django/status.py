@@ -1,8 +1,11 @@
 """Forward-only status rules shared by webhooks and polling.
 
 PromptJuggler's document statuses move ``pending`` → ``sealed`` → ``ready`` | ``failed``. Events
-arrive duplicated and out of order, so a status is applied only when it moves the row forward, or
-when it is at the same rank and carries a newer observation time (e.g. a chunk count that grew).
+arrive duplicated and out of order, so a status is applied only when it moves the row forward (a
+higher rank always wins, whenever it was observed), or when it is at the same rank and was not
+observed earlier than the one applied (e.g. a chunk count that grew). Webhook observation times
+are whole seconds (the signature's ``t``) while polls carry microseconds, so times are compared
+at whole-second precision: within one second the later arrival wins.
 Unknown status strings (PromptJuggler may add some) are stored, never fatal: they rank like
 ``sealed`` (in progress) so they can neither undo a terminal state nor be skipped for good.
 """
@@ -16,7 +19,7 @@ from uuid import UUID
 from django.db import models, transaction
 from django.dispatch import Signal
 
-from . import signals
+from . import signals, transitions
 from .models import (
     DOCUMENT_STATUS_RANK,
     TERMINAL_DOCUMENT_STATUSES,
@@ -41,6 +44,11 @@ def is_terminal(status: str) -> bool:
     return status in TERMINAL_DOCUMENT_STATUSES
 
 
+def observed_before(observed_at: datetime, last: datetime) -> bool:
+    """Whether ``observed_at`` is older than ``last``, compared at whole-second precision."""
+    return observed_at.replace(microsecond=0) < last.replace(microsecond=0)
+
+
 def document_change(
     document: KnowledgeDocument,
     status: str,
@@ -48,22 +56,23 @@ def document_change(
 ) -> bool:
     """Whether ``status`` observed at ``observed_at`` should replace the document's status.
 
-    - a lower rank never wins (``ready`` is never undone by a late ``pending``);
     - a terminal status is final: ``ready`` and ``failed`` never replace each other;
-    - an observation older than the one already applied never wins;
-    - at equal rank a newer observation may refresh counts.
+    - otherwise a higher rank always wins and a lower one never does (``ready`` is never undone
+      by a late ``pending``, and a ``ready`` signed in the second of a poll is not stale);
+    - at equal rank an observation from an earlier second never wins, and a newer one (or a
+      later arrival within the same second) may refresh counts.
     """
     current = document.remote_status
     if is_terminal(current) and status != current:
         return False
-    if rank(status) < rank(current):
-        return False
+    if rank(status) != rank(current):
+        return rank(status) > rank(current)
     last = document.status_changed_at
-    if last is not None and observed_at is not None and observed_at < last:
+    if last is None or observed_at is None:
+        return True
+    if observed_before(observed_at, last):
         return False
-    if status == current and observed_at is not None and last is not None and observed_at == last:
-        return False  # the very same observation again
-    return True
+    return not (status == current and observed_at == last)  # not the very same observation
 
 
 #: Outcomes of applying a remote observation (they match WebhookDelivery.Outcome values).
@@ -119,15 +128,9 @@ def apply_document_status(
         if not document_change(document, status, observed_at):
             return STALE
         old_status = document.remote_status
-        document.remote_status = status
-        if chunk_count is not None:
-            document.chunk_count = chunk_count
-        document.status_changed_at = observed_at
-        KnowledgeDocument.objects.filter(pk=document.pk).update(
-            remote_status=status,
-            chunk_count=document.chunk_count,
-            status_changed_at=observed_at,
-        )
+        change = transitions.apply_remote_status(document, status, chunk_count, observed_at)
+        transitions.assign(document, change)
+        KnowledgeDocument.objects.filter(pk=document.pk).update(**change)
         if old_status != status:
             signals.send_on_commit(
                 signals.document_status_changed,
@@ -152,28 +155,24 @@ def apply_knowledge_base_status(
     """Update the knowledge base with ``remote_id`` unless this observation is older; the outcome.
 
     Knowledge-base statuses move back and forth (a new upload makes a ready base pending again),
-    so ordering is by observation time only. Locks and queries as
-    :func:`apply_document_status`.
+    so ordering is by observation time only, at whole-second precision: an observation from an
+    earlier second is stale, and within the same second the later arrival wins. Locks and
+    queries as :func:`apply_document_status`.
     """
     with transaction.atomic(savepoint=False):
         kb = _locked(KnowledgeBase, remote_id, signals.knowledge_base_status_changed)
         if kb is None:
             return UNKNOWN_OBJECT
-        if kb.status_changed_at is not None and observed_at <= kb.status_changed_at:
+        if kb.status_changed_at is not None and observed_before(observed_at, kb.status_changed_at):
             return STALE
         old_status = kb.status
-        kb.status = status
-        if document_count is not None:
-            kb.document_count = document_count
-        if chunk_count is not None:
-            kb.chunk_count = chunk_count
-        kb.status_changed_at = observed_at
-        KnowledgeBase.objects.filter(pk=kb.pk).update(
-            status=status,
-            document_count=kb.document_count,
-            chunk_count=kb.chunk_count,
-            status_changed_at=observed_at,
+        change = transitions.apply_knowledge_base_status(
+            kb, status, document_count, chunk_count, observed_at
         )
+        transitions.assign(kb, change)
+        KnowledgeBase.objects.filter(pk=kb.pk).update(**change)
+        if old_status == status:
+            return APPLIED  # counts only: no signal
         signals.send_on_commit(
             signals.knowledge_base_status_changed,
             sender=KnowledgeBase,

@@ -163,3 +163,60 @@ def test_a_job_queued_under_the_old_task_path_still_resolves() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         old = import_string("promptjuggler_django.tasks.push_knowledge_base_task")
     assert old is push_knowledge_base_task
+
+
+#: The state fields only ``promptjuggler_django.transitions`` writes.
+STATE_FIELDS = frozenset({"sync_state", "remote_status", "status_changed_at"})
+_WRITING_CALLS = frozenset({"update", "create", "get_or_create", "update_or_create"})
+
+
+def _state_writes(tree: ast.AST) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            if isinstance(target, ast.Attribute) and target.attr in STATE_FIELDS:
+                found.append((node.lineno, target.attr))
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name == "setattr" and len(node.args) > 1:
+            field = node.args[1]
+            if isinstance(field, ast.Constant) and field.value in STATE_FIELDS:
+                found.append((node.lineno, str(field.value)))
+        if name in _WRITING_CALLS:
+            for keyword in node.keywords:
+                if keyword.arg in STATE_FIELDS:
+                    found.append((node.lineno, keyword.arg))
+    return found
+
+
+def test_only_the_transitions_module_writes_the_state_fields() -> None:
+    writes = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel == "transitions.py" or rel.startswith(("migrations/", "testing/")):
+            continue
+        found = _state_writes(ast.parse(path.read_text(encoding="utf-8")))
+        if found:
+            writes[rel] = found
+    assert writes == {}
+
+
+def test_the_state_write_finder_sees_each_kind_of_write() -> None:
+    source = (
+        "doc.sync_state = 'queued'\n"
+        "setattr(doc, 'remote_status', 'ready')\n"
+        "qs.update(status_changed_at=None)\n"
+        "qs.filter(sync_state='queued')\n"
+    )
+    assert _state_writes(ast.parse(source)) == [
+        (1, "sync_state"),
+        (2, "remote_status"),
+        (3, "status_changed_at"),
+    ]

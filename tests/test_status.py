@@ -50,7 +50,7 @@ def doc(status: str, at: datetime | None) -> KnowledgeDocument:
         ("ready", T0, "ready", later(1), True),  # newer observation may refresh counts
         ("ready", T0, "ready", T0, False),  # the very same observation
         ("sealed", later(5), "sealed", later(4), False),  # older
-        ("pending", later(5), "ready", later(4), False),  # older, even if higher
+        ("pending", later(5), "ready", later(4), True),  # a higher rank wins, even if older
         ("sealed", T0, "pending", T0, False),
         ("pending", T0, "sealed", T0, True),  # same second, higher rank
         ("sealed", T0, "vectorising", later(1), True),  # unknown status at the same rank
@@ -95,7 +95,8 @@ def test_apply_document_status(document, changes, django_capture_on_commit_callb
         assert apply_doc(document, "pending", 0, later(2)) == "stale"
         assert apply_doc(document, "ready", None, later(3)) == "applied"
     document.refresh_from_db()
-    assert (document.remote_status, document.chunk_count) == ("ready", 5)
+    # A new status without a count (a poll) leaves the count unknown: 5 was the sealed count.
+    assert (document.remote_status, document.chunk_count) == ("ready", None)
     assert document.status_changed_at == later(3)
     assert [(c["old_status"], c["new_status"], c["delivery"]) for c in changes] == [
         ("pending", "sealed", None),
@@ -162,7 +163,7 @@ def test_apply_knowledge_base_status(changes, django_capture_on_commit_callbacks
     with django_capture_on_commit_callbacks(execute=True):
         assert apply("ready", 2, 20, later(1)) == "applied"
         assert apply("pending", 3, 20, T0) == "stale"  # older
-        assert apply("ready", 3, None, later(1)) == "stale"  # the same time
+        assert apply("ready", 3, None, later(1)) == "applied"  # same second: later arrival wins
         assert apply("pending", 3, None, later(2)) == "applied"  # statuses may go back
     kb.refresh_from_db()
     assert (kb.status, kb.document_count, kb.chunk_count) == ("pending", 3, 20)

@@ -25,6 +25,7 @@ from django.utils.translation import ngettext
 from .. import sync
 from ..conf import pj_settings
 from ..display import remote_status_badge, sync_state_badge
+from ..filetypes import guess_content_type
 from ..forms import DocumentUploadForm
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
 
@@ -195,6 +196,8 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Documents: badges for both states, the push and refresh actions, and a multi-file upload."""
 
     change_list_template = "promptjuggler_django/admin/document_change_list.html"
+    #: An unknown chunk count (a status learned by polling) shows as a dash, never as 0.
+    empty_value_display = "—"
     upload_template = "promptjuggler_django/admin/document_upload.html"
     list_display = (
         "__str__",
@@ -273,7 +276,7 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             name = getattr(uploaded, "name", "") or obj.file.name or ""
             obj.file_name = name.rsplit("/", 1)[-1]
             obj.file_size = getattr(uploaded, "size", None)
-            obj.content_type = getattr(uploaded, "content_type", "") or obj.content_type
+            obj.content_type = guess_content_type(obj.file_name)  # never the browser's guess
         super().save_model(request, obj, form, change)
 
     @admin.display(description=_("sync state"), ordering="sync_state")

@@ -12,9 +12,10 @@ States of :attr:`KnowledgeDocument.sync_state <promptjuggler_django.models.SyncS
       │                  │ timeout after sending, lease expired ──► needs_review
       └── file replaced, push_again, reconcile (no remote copy found / deleted remotely)
 
-The implementation lives in :mod:`.push` (claiming and streaming batches), :mod:`.outcomes`
-(storing what PromptJuggler answered), :mod:`.tombstones` (remote deletes), :mod:`.reconcile`
-(one ``GET`` per knowledge base) and :mod:`.outbox` (recording work, on-commit triggers).
+Each arrow is a function of :mod:`promptjuggler_django.transitions`. The implementation lives in
+``_push`` (claiming and streaming batches), ``_outcomes`` (storing what PromptJuggler answered),
+``_tombstones`` (remote deletes), ``_reconcile`` (one ``GET`` per knowledge base), ``_outbox``
+(recording work, on-commit triggers) and ``_receivers`` (the model signals).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from .. import transitions
 from ..apply import process_pending_deliveries
 from ..client import PromptJugglerClient
 from ..models import (
@@ -167,17 +169,9 @@ def _requeue(rows: list[tuple[Any, ...]], using: str) -> int:
         KnowledgeDocument.objects.using(using)
         .filter(pk__in=[r[0] for r in rows])
         .update(
-            sync_state=SyncState.QUEUED,
-            attempts=0,
-            last_error="",
-            next_attempt_at=None,
-            remote_id=None,
-            remote_status="",
-            chunk_count=None,
-            status_changed_at=None,
+            **transitions.queue_for_push(timezone.now()),
             # A push of the previous version that lands later is discarded, not stored.
             file_version=F("file_version") + 1,
-            updated_at=timezone.now(),
         )
     )
     enqueue_push_for({r[1] for r in rows}, using=using)

@@ -20,7 +20,7 @@ from django.db import connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .. import signals
+from .. import signals, transitions
 from ..apply import replay_early_webhooks
 from ..client import RemoteDocument
 from ..conf import pj_settings
@@ -387,38 +387,25 @@ def _describe_changes(cur: _Current, sent: KnowledgeDocument) -> list[str]:
 
 
 def _mark_synced(cur: KnowledgeDocument, remote: RemoteDocument, now: datetime) -> None:
-    cur.remote_id = remote.id
-    cur.remote_status = remote.status[:32]
-    cur.chunk_count = remote.chunk_count
-    # No observation time: the upload answer is the weakest news there is, so any webhook
-    # (even one logged before this answer was stored) or poll may move it forward.
-    cur.status_changed_at = None
-    cur.sync_state = SyncState.SYNCED
-    cur.last_error = ""
-    cur.next_attempt_at = None
-    cur.pushed_at = now
-    cur.updated_at = now
+    transitions.assign(cur, transitions.mark_synced(remote, now))
 
 
 def _mark_failure(
     cur: KnowledgeDocument, res: DocumentResult, now: datetime, max_attempts: int
 ) -> None:
-    cur.updated_at = now
-    cur.next_attempt_at = None
-    cur.last_error = res.error[:ERROR_LENGTH]
     if res.kind == REQUEUE:
-        cur.sync_state = SyncState.QUEUED
         cur.attempts = max(0, cur.attempts - int(res.refund))
+        change = transitions.requeue(now, error=res.error)
     elif res.kind == RETRYING and cur.attempts >= max_attempts:
-        cur.sync_state = SyncState.FAILED
-        cur.last_error = f"Gave up after {cur.attempts} attempts. {res.error}"[:ERROR_LENGTH]
+        change = transitions.mark_failed(f"Gave up after {cur.attempts} attempts. {res.error}", now)
     elif res.kind == RETRYING:
-        cur.sync_state = SyncState.RETRYING
-        cur.next_attempt_at = now + timedelta(seconds=backoff_delay(cur.attempts, res.retry_after))
+        when = now + timedelta(seconds=backoff_delay(cur.attempts, res.retry_after))
+        change = transitions.schedule_retry(res.error, when, now)
     elif res.kind == FAILED:
-        cur.sync_state = SyncState.FAILED
+        change = transitions.mark_failed(res.error, now)
     else:
-        cur.sync_state = SyncState.NEEDS_REVIEW
+        change = transitions.mark_needs_review(res.error, now)
+    transitions.assign(cur, change)
 
 
 def _after_store(

@@ -32,6 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from .. import transitions
 from ..client import (
     APIError,
     FileReadError,
@@ -191,11 +192,11 @@ def expire_leases(
     if knowledge_base_ids is not None:
         qs = qs.filter(knowledge_base_id__in=list(knowledge_base_ids))
     return qs.update(
-        sync_state=SyncState.NEEDS_REVIEW,
-        next_attempt_at=None,
-        last_error="The upload lease expired before its answer was stored; "
-        "reconcile will adopt the remote copy or push again.",
-        updated_at=now,
+        **transitions.mark_needs_review(
+            "The upload lease expired before its answer was stored; "
+            "reconcile will adopt the remote copy or push again.",
+            now,
+        )
     )
 
 
@@ -276,12 +277,7 @@ def _claim_batch(scope: _Scope, using: str) -> Claim | None:
             KnowledgeDocument.objects.using(using)
             .filter(pk__in=pks)
             .due(now)
-            .update(
-                sync_state=SyncState.UPLOADING,
-                next_attempt_at=token,
-                attempts=F("attempts") + 1,
-                updated_at=now,
-            )
+            .update(**transitions.claim(token, now), attempts=F("attempts") + 1)
         )
         if claimed != len(batch):  # no row locks here: read back what this claim got
             batch = list(
@@ -292,8 +288,7 @@ def _claim_batch(scope: _Scope, using: str) -> Claim | None:
         else:
             for row in batch:
                 row.attempts += 1
-                row.sync_state = SyncState.UPLOADING
-                row.next_attempt_at = token
+                transitions.assign(row, transitions.claim(token, now))
     cache_kb = KnowledgeDocument._meta.get_field("knowledge_base").set_cached_value
     for row in batch:
         cache_kb(row, kb)  # as select_related would, with one instance for the batch

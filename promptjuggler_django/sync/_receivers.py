@@ -17,8 +17,10 @@ import os
 from typing import Any
 
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+from django.utils import timezone
 
-from ..filetypes import CONTENT_TYPES, guess_content_type
+from .. import transitions
+from ..filetypes import guess_content_type
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
 from ._outbox import (
     Tombstone,
@@ -93,14 +95,9 @@ def _describe_file(instance: KnowledgeDocument, *, keep_name: bool) -> None:
         instance.file_size = file.size
     except (OSError, ValueError, NotImplementedError, AttributeError):
         instance.file_size = None  # measured when pushed
-    ext = os.path.splitext(instance.file_name)[1].lower()
-    uploaded = getattr(getattr(file, "_file", None), "content_type", None)
-    if ext in CONTENT_TYPES:
-        instance.content_type = CONTENT_TYPES[ext]  # browsers guess these inconsistently
-    elif isinstance(uploaded, str) and uploaded:
-        instance.content_type = uploaded[:150]
-    else:
-        instance.content_type = guess_content_type(instance.file_name)
+    # From the extension, never the browser's declared type (browsers guess inconsistently,
+    # and a client may lie).
+    instance.content_type = guess_content_type(instance.file_name)
 
 
 def document_pre_save(
@@ -157,15 +154,7 @@ def document_pre_save(
     # A push of the previous version (or to the previous knowledge base) still in flight will
     # see the new version when it lands, and delete its copy instead of storing it.
     instance.file_version = (instance.file_version or 0) + 1
-    instance.sync_state = SyncState.QUEUED
-    instance.attempts = 0
-    instance.last_error = ""
-    instance.next_attempt_at = None
-    instance.remote_id = None
-    instance.remote_status = ""
-    instance.chunk_count = None
-    instance.status_changed_at = None
-    instance.pushed_at = None
+    transitions.assign(instance, transitions.queue_for_push(timezone.now()))
     instance.__dict__[_CHANGE] = ("replaced" if replaced else "moved", stored)
 
 

@@ -31,6 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .. import status as status_rules
+from .. import transitions
 from ..apply import replay_early_webhooks
 from ..client import PromptJugglerClient, PromptJugglerError, RemoteDocument, RemoteKnowledgeBase
 from ..conf import pj_settings
@@ -386,46 +387,31 @@ def _reconcile_one(
                 sync_state=SyncState.NEEDS_REVIEW,
                 remote_id__isnull=True,
                 file_version=row.file_version,
-            ).update(
-                remote_id=doc.id,
-                remote_status=doc.status[:32],
-                chunk_count=doc.chunk_count,
-                status_changed_at=None,
-                sync_state=SyncState.SYNCED,
-                pushed_at=now,
-                last_error="",
-                next_attempt_at=None,
-                updated_at=now,
-            ):
+            ).update(**transitions.mark_synced(doc, now)):
                 adopted_ids.append(doc.id)
         report.adopted += len(adopted_ids)
         for row in unmatched:
             gave_up = row.attempts >= max_attempts
-            n = manager.filter(pk=row.pk, sync_state=SyncState.NEEDS_REVIEW).update(
-                sync_state=SyncState.FAILED if gave_up else SyncState.QUEUED,
-                last_error=(
-                    f"Gave up after {row.attempts} attempts; no remote copy was found."
-                    if gave_up
-                    else "The upload's outcome was unknown and no remote copy was found; "
-                    "pushed again."
-                ),
-                next_attempt_at=None,
-                updated_at=now,
+            change = (
+                transitions.mark_failed(
+                    f"Gave up after {row.attempts} attempts; no remote copy was found.", now
+                )
+                if gave_up
+                else transitions.requeue(
+                    now,
+                    error="The upload's outcome was unknown and no remote copy was found; "
+                    "pushed again.",
+                )
             )
+            n = manager.filter(pk=row.pk, sync_state=SyncState.NEEDS_REVIEW).update(**change)
             report.failed += n if gave_up else 0
             report.requeued += 0 if gave_up else n
             queued += 0 if gave_up else n
         if refresh.missing:
             n = manager.filter(pk__in=refresh.missing, sync_state=SyncState.SYNCED).update(
-                remote_id=None,
-                remote_status="",
-                chunk_count=None,
-                status_changed_at=None,
-                sync_state=SyncState.QUEUED,
-                attempts=0,
-                next_attempt_at=None,
-                last_error="PromptJuggler no longer has this document; pushed again.",
-                updated_at=now,
+                **transitions.queue_for_push(
+                    now, error="PromptJuggler no longer has this document; pushed again."
+                )
             )
             report.missing += n
             queued += n
