@@ -40,38 +40,31 @@ def _polled_sealed(pj: Any, kb: KnowledgeBase) -> KnowledgeDocument:
     return doc
 
 
-def test_a_ready_webhook_signed_in_the_second_of_a_poll_applies(
-    pj: Any, kb: KnowledgeBase, client: Client, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("offset", "status", "outcome"),
+    [
+        (0, "ready", "applied"),  # signed in the second of the poll
+        (-30, "ready", "applied"),  # a higher rank wins even when signed before the poll
+        (0, "pending", "stale"),  # a lower rank in the same second stays stale
+    ],
+)
+def test_a_document_webhook_after_a_poll(
+    pj: Any,
+    kb: KnowledgeBase,
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    offset: int,
+    status: str,
+    outcome: str,
 ) -> None:
     doc = _polled_sealed(pj, kb)
-    second = int(doc.status_changed_at.timestamp())
-    _freeze_webhook_clock(monkeypatch, second)
-    answer = post(client, url(), document_body(doc.remote_id, "ready", 7), timestamp=second)
-    assert answer.json() == {"outcome": "applied"}
+    signed_at = int(doc.status_changed_at.timestamp()) + offset
+    _freeze_webhook_clock(monkeypatch, signed_at)
+    answer = post(client, url(), document_body(doc.remote_id, status, 7), timestamp=signed_at)
+    assert answer.json() == {"outcome": outcome}
     doc.refresh_from_db()
-    assert (doc.remote_status, doc.chunk_count) == ("ready", 7)
-
-
-def test_a_higher_rank_wins_even_when_signed_before_the_poll(
-    pj: Any, kb: KnowledgeBase, client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    doc = _polled_sealed(pj, kb)
-    earlier = int(doc.status_changed_at.timestamp()) - 30
-    _freeze_webhook_clock(monkeypatch, earlier)
-    answer = post(client, url(), document_body(doc.remote_id, "ready", 4), timestamp=earlier)
-    assert answer.json() == {"outcome": "applied"}
-    doc.refresh_from_db()
-    assert doc.remote_status == "ready"
-
-
-def test_a_lower_rank_in_the_same_second_stays_stale(
-    pj: Any, kb: KnowledgeBase, client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    doc = _polled_sealed(pj, kb)
-    second = int(doc.status_changed_at.timestamp())
-    _freeze_webhook_clock(monkeypatch, second)
-    answer = post(client, url(), document_body(doc.remote_id, "pending", 0), timestamp=second)
-    assert answer.json() == {"outcome": "stale"}
+    expected = (status, 7) if outcome == "applied" else ("sealed", None)
+    assert (doc.remote_status, doc.chunk_count) == expected
 
 
 def test_a_knowledge_base_webhook_in_the_second_of_a_poll_applies(
