@@ -7,7 +7,7 @@ from typing import Any
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import API_KEY_ENV, SETTINGS, pj_settings
+from .conf import API_KEY_ENV, SETTINGS, SecretValueError, pj_settings
 
 
 @register(Tags.compatibility)
@@ -30,11 +30,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     for key in SETTINGS:
         try:
             getattr(pj_settings, key)
+        except SecretValueError as exc:
+            invalid = True
+            errors.append(
+                Error(
+                    str(exc),
+                    hint="Copy the value again from PromptJuggler; check how it is read "
+                    "(a file, an environment variable) for stray characters.",
+                    id="promptjuggler_django.E005",
+                )
+            )
         except ImproperlyConfigured as exc:
             invalid = True
             errors.append(Error(str(exc), id="promptjuggler_django.E003"))
     if invalid:
         return errors
+    for label in pj_settings.padded_secrets():
+        errors.append(
+            Warning(
+                f"{label} has surrounding whitespace (often the trailing newline of a secret "
+                "file); the app strips it.",
+                hint="Strip the value where it is read, e.g. Path(...).read_text().strip().",
+                id="promptjuggler_django.W002",
+            )
+        )
 
     if not pj_settings.API_KEY:
         errors.append(

@@ -17,8 +17,16 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from .filetypes import SUPPORTED_EXTENSIONS
+from .redaction import has_control_character
 
 API_KEY_ENV = "PROMPTJUGGLER_API_KEY"
+
+#: Settings that hold secrets: never echoed in an error, surrounding whitespace stripped.
+SECRET_SETTINGS = ("API_KEY", "WEBHOOK_SECRETS", "WEBHOOK_SECRET")
+
+
+class SecretValueError(ImproperlyConfigured):
+    """A secret setting holds a control character (a newline, NUL, …) inside its value."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,8 @@ class PromptJugglerSettings:
         value = _user_settings().get(name, spec.default)
         if name == "API_KEY" and not value:
             value = os.environ.get(API_KEY_ENV) or None
+        if name in SECRET_SETTINGS:
+            value = _strip_secrets(name, value)
         if not spec.check(value):
             got = _describe(name, value)
             raise ImproperlyConfigured(
@@ -152,6 +162,14 @@ class PromptJugglerSettings:
             secrets.append(single)
         return secrets
 
+    def padded_secrets(self) -> list[str]:
+        """Where a secret was given with surrounding whitespace (stripped on every read)."""
+        return [
+            label
+            for label, raw in _secret_sources(_user_settings())
+            if raw.strip() and raw != raw.strip()
+        ]
+
     def unknown_keys(self) -> list[str]:
         return sorted(k for k in _user_settings() if k not in SETTINGS)
 
@@ -159,8 +177,64 @@ class PromptJugglerSettings:
         return "<PromptJugglerSettings>"
 
 
+def _secret_sources(user: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every configured secret string, with where it came from (never its value)."""
+    sources: list[tuple[str, str]] = []
+    api_key = user.get("API_KEY")
+    if isinstance(api_key, str) and api_key:
+        sources.append(('settings.PROMPTJUGGLER["API_KEY"]', api_key))
+    elif not api_key and os.environ.get(API_KEY_ENV):
+        sources.append((f"the {API_KEY_ENV} environment variable", os.environ[API_KEY_ENV]))
+    many = user.get("WEBHOOK_SECRETS", ())
+    if isinstance(many, list | tuple):
+        for i, secret in enumerate(many):
+            if isinstance(secret, str):
+                sources.append((f'settings.PROMPTJUGGLER["WEBHOOK_SECRETS"][{i}]', secret))
+    single = user.get("WEBHOOK_SECRET")
+    if isinstance(single, str):
+        sources.append(('settings.PROMPTJUGGLER["WEBHOOK_SECRET"]', single))
+    return sources
+
+
+def _strip_secrets(name: str, value: Any) -> Any:
+    """``value`` without surrounding whitespace; a control character inside is refused.
+
+    A key read from a mounted secret file keeps its trailing newline, which no HTTP header may
+    carry and no signature computed by PromptJuggler includes. A whitespace-only secret is no
+    secret: ``None`` for the single-valued settings, an invalid list for ``WEBHOOK_SECRETS``.
+    """
+    if isinstance(value, str):
+        stripped = value.strip()
+        if has_control_character(stripped):
+            raise _control_character_error(name, _label(name))
+        return stripped or None
+    if name == "WEBHOOK_SECRETS" and isinstance(value, list | tuple):
+        cleaned = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                item = item.strip()
+                if has_control_character(item):
+                    raise _control_character_error(name, f"{_label(name)}[{i}]")
+            cleaned.append(item)
+        return type(value)(cleaned)
+    return value
+
+
+def _label(name: str) -> str:
+    if name == "API_KEY" and not _user_settings().get("API_KEY"):
+        return f"the {API_KEY_ENV} environment variable"
+    return f'settings.PROMPTJUGGLER["{name}"]'
+
+
+def _control_character_error(name: str, label: str) -> SecretValueError:
+    return SecretValueError(
+        f"{label} contains a control character (such as a newline) inside the value. "
+        "No HTTP header may carry one, so the value cannot be what PromptJuggler issued."
+    )
+
+
 def _describe(name: str, value: Any) -> str:
-    if name in ("API_KEY", "WEBHOOK_SECRET", "WEBHOOK_SECRETS"):
+    if name in SECRET_SETTINGS:
         return f"a value of type {type(value).__name__}"  # never echo secrets
     return repr(value)
 

@@ -46,6 +46,7 @@ from ..exceptions import (
     ServerError,
     UnprocessableEntity,
 )
+from ..redaction import has_control_character, redact
 from ._multipart import (
     BodyProgress,
     MultipartBody,
@@ -114,8 +115,12 @@ class PromptJugglerClient:
         transport: httpx.BaseTransport | None = None,
         user_agent: str | None = None,
     ) -> None:
-        if not api_key or not isinstance(api_key, str):
+        if not isinstance(api_key, str) or not api_key.strip():
             raise ValueError("api_key must be a non-empty string")
+        api_key = api_key.strip()  # a key read from a file keeps its trailing newline
+        if has_control_character(api_key):
+            # Never echo it: the message names the problem, not the value.
+            raise ValueError("api_key contains a control character (such as a newline)")
         if max_retries < 0 or backoff < 0 or backoff_max < 0 or chunk_size <= 0:
             raise ValueError("max_retries, backoff and backoff_max must be >= 0, chunk_size > 0")
         self._api_key = api_key
@@ -371,8 +376,9 @@ class PromptJugglerClient:
         )
 
     def _redact(self, text: str) -> str:
-        # Belt and braces: a proxy or server that echoes the request must not leak the key.
-        return text.replace(self._api_key, "[redacted]")
+        # Belt and braces: a library quoting the header (escaped, as bytes) or a proxy echoing
+        # the request (percent- or JSON-encoded) must not leak the key in any of those forms.
+        return redact(text, [self._api_key])
 
 
 #: Failures that happen before any byte of the request leaves (or that httpx refuses to send).

@@ -37,10 +37,12 @@ def _django_promptjuggler_settings() -> Mapping[str, Any]:
 
 def _configured_secrets() -> list[str]:
     user = _django_promptjuggler_settings()
-    secrets = [s for s in user.get("WEBHOOK_SECRETS", ()) if isinstance(s, str) and s]
+    # Stripped as the app strips them: a secret read from a file keeps its trailing newline.
+    many = user.get("WEBHOOK_SECRETS", ())
+    secrets = [s.strip() for s in many if isinstance(s, str) and s.strip()]
     single = user.get("WEBHOOK_SECRET")
-    if isinstance(single, str) and single and single not in secrets:
-        secrets.append(single)
+    if isinstance(single, str) and single.strip() and single.strip() not in secrets:
+        secrets.append(single.strip())
     return secrets
 
 
@@ -72,7 +74,8 @@ def fake_promptjuggler(request: pytest.FixtureRequest) -> Iterator[FakePromptJug
     from promptjuggler_django.testing import FakePromptJuggler
 
     user = _django_promptjuggler_settings()
-    api_key = user.get("API_KEY") if isinstance(user.get("API_KEY"), str) else None
+    configured_key = user.get("API_KEY")
+    api_key = configured_key.strip() if isinstance(configured_key, str) else None
     default_kb = user.get("DEFAULT_KNOWLEDGE_BASE")
     knowledge_bases = [default_kb] if isinstance(default_kb, str) and default_kb else []
     secrets = _configured_secrets()
