@@ -6,8 +6,10 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import NoReverseMatch, reverse
 
-from .conf import API_KEY_ENV, SETTINGS, SecretValueError, pj_settings
+from .conf import API_KEY_ENV, SETTINGS, SettingError, pj_settings
+from .taskqueue import task_backends
 
 
 @register(Tags.compatibility)
@@ -30,16 +32,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     for key in SETTINGS:
         try:
             getattr(pj_settings, key)
-        except SecretValueError as exc:
+        except SettingError as exc:
             invalid = True
-            errors.append(
-                Error(
-                    str(exc),
-                    hint="Copy the value again from PromptJuggler; check how it is read "
-                    "(a file, an environment variable) for stray characters.",
-                    id="promptjuggler_django.E005",
-                )
-            )
+            errors.append(Error(str(exc), hint=exc.hint, id=exc.check_id))
         except ImproperlyConfigured as exc:
             invalid = True
             errors.append(Error(str(exc), id="promptjuggler_django.E003"))
@@ -74,12 +69,81 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="promptjuggler_django.E002",
             )
         )
-    if pj_settings.WEBHOOK_TOLERANCE <= 0:
-        errors.append(
-            Error(
-                'settings.PROMPTJUGGLER["WEBHOOK_TOLERANCE"] must be greater than 0 seconds.',
-                hint="PromptJuggler's SDKs use 300.",
-                id="promptjuggler_django.E004",
-            )
-        )
     return errors
+
+
+def _settings_valid() -> bool:
+    """Whether every setting reads; :func:`check_settings` reports the ones that do not."""
+    try:
+        for key in SETTINGS:
+            getattr(pj_settings, key)
+    except ImproperlyConfigured:
+        return False
+    return True
+
+
+@register(Tags.compatibility)
+def check_task_backend(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``TASK_BACKEND`` names a backend of ``settings.TASKS`` that accepts ``TASK_QUEUE``.
+
+    Otherwise every enqueue fails (and logs why): the work waits for ``promptjuggler_sync``.
+    """
+    if not _settings_valid():
+        return []
+    alias, queue = pj_settings.TASK_BACKEND, pj_settings.TASK_QUEUE
+    try:
+        backend = task_backends[alias]
+    except Exception as exc:
+        return [
+            Error(
+                f'settings.PROMPTJUGGLER["TASK_BACKEND"] is {alias!r}, which is not a usable '
+                f"backend of settings.TASKS ({exc}).",
+                hint="Name one of the aliases in settings.TASKS ("
+                + ", ".join(repr(a) for a in _task_aliases())
+                + ").",
+                id="promptjuggler_django.E009",
+            )
+        ]
+    queues = getattr(backend, "queues", None)
+    if queues and queue not in queues:
+        return [
+            Error(
+                f'settings.PROMPTJUGGLER["TASK_QUEUE"] is {queue!r}, which is not among the '
+                f'QUEUES of settings.TASKS["{alias}"] ({", ".join(sorted(map(repr, queues)))}): '
+                "every enqueue would fail and the work wait for promptjuggler_sync.",
+                hint=f"Set TASK_QUEUE to one of those queues, or add {queue!r} to "
+                f'settings.TASKS["{alias}"]["QUEUES"].',
+                id="promptjuggler_django.E010",
+            )
+        ]
+    return []
+
+
+def _task_aliases() -> list[str]:
+    try:
+        return list(task_backends)
+    except Exception:
+        return []
+
+
+@register(Tags.urls)
+def check_upload_page(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The routed upload page has a knowledge base to upload into."""
+    if not _settings_valid() or pj_settings.DEFAULT_KNOWLEDGE_BASE:
+        return []
+    try:
+        reverse("promptjuggler_django:document_upload")
+    except NoReverseMatch:
+        return []
+    except Exception:  # a broken URLconf: Django's own URL checks report it
+        return []
+    return [
+        Error(
+            "The upload page (promptjuggler_django:document_upload) is routed, but "
+            'settings.PROMPTJUGGLER["DEFAULT_KNOWLEDGE_BASE"] is not set: its first visit '
+            "would fail with a server error.",
+            hint="Set DEFAULT_KNOWLEDGE_BASE to the slug (kb_…) uploads go to, or route your "
+            "own subclass of DocumentUploadView whose get_knowledge_base() picks one.",
+            id="promptjuggler_django.E008",
+        )
+    ]

@@ -8,10 +8,13 @@ cache to reset. A value of the wrong type raises
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -25,8 +28,27 @@ API_KEY_ENV = "PROMPTJUGGLER_API_KEY"
 SECRET_SETTINGS = ("API_KEY", "WEBHOOK_SECRETS", "WEBHOOK_SECRET")
 
 
-class SecretValueError(ImproperlyConfigured):
+class SettingError(ImproperlyConfigured):
+    """An invalid setting, with the id and hint of the system check that reports it."""
+
+    def __init__(
+        self, message: str, *, check_id: str = "promptjuggler_django.E003", hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.check_id = check_id
+        self.hint = hint
+
+
+class SecretValueError(SettingError):
     """A secret setting holds a control character (a newline, NUL, …) inside its value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            check_id="promptjuggler_django.E005",
+            hint="Copy the value again from PromptJuggler; check how it is read "
+            "(a file, an environment variable) for stray characters.",
+        )
 
 
 @dataclass(frozen=True)
@@ -46,7 +68,7 @@ def _is_opt_str(v: Any) -> bool:
 
 
 def _is_pos_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+    return _is_number(v) and math.isfinite(v) and v > 0
 
 
 def _is_nonneg_int(v: Any) -> bool:
@@ -83,11 +105,14 @@ SETTINGS: dict[str, Setting] = {
         None, "a string (or the PROMPTJUGGLER_API_KEY environment variable)", _is_opt_str
     ),
     "BASE_URL": Setting("https://promptjuggler.com", "an http(s) URL string", _is_str),
+    "ALLOW_INSECURE_BASE_URL": Setting(False, "a bool", _is_bool),
     "WEBHOOK_SECRETS": Setting((), "a list of non-empty strings", _is_str_seq),
     "WEBHOOK_SECRET": Setting(
         None, "a string (shorthand for a one-item WEBHOOK_SECRETS)", _is_opt_str
     ),
-    "WEBHOOK_TOLERANCE": Setting(300, "a number of seconds greater than 0", _is_number),
+    "WEBHOOK_TOLERANCE": Setting(
+        300, "a number of seconds greater than 0 (finite)", _is_pos_number
+    ),
     "WEBHOOK_MAX_BODY_BYTES": Setting(256 * 1024, "a positive int (bytes)", _is_pos_int),
     "WEBHOOK_LOG_BODY_BYTES": Setting(4096, "a non-negative int (bytes)", _is_nonneg_int),
     "WEBHOOK_RETENTION_DAYS": Setting(30, "a positive int (days)", _is_pos_int),
@@ -144,13 +169,16 @@ class PromptJugglerSettings:
             value = _strip_secrets(name, value)
         if not spec.check(value):
             got = _describe(name, value)
-            raise ImproperlyConfigured(
-                f'settings.PROMPTJUGGLER["{name}"] must be {spec.kind}; got {got}.'
+            raise SettingError(
+                f'settings.PROMPTJUGGLER["{name}"] must be {spec.kind}; got {got}.',
+                # The check that predates the others keeps its id.
+                check_id="promptjuggler_django.E004"
+                if name == "WEBHOOK_TOLERANCE" and _is_number(value)
+                else "promptjuggler_django.E003",
+                hint="PromptJuggler's SDKs use 300." if name == "WEBHOOK_TOLERANCE" else None,
             )
-        if name == "BASE_URL" and not value.startswith(("http://", "https://")):
-            raise ImproperlyConfigured(
-                f'settings.PROMPTJUGGLER["BASE_URL"] must be {spec.kind}; got {value!r}.'
-            )
+        if name == "BASE_URL":
+            _check_base_url(value, spec.kind)
         return value
 
     @property
@@ -175,6 +203,52 @@ class PromptJugglerSettings:
 
     def __repr__(self) -> str:  # never show the API key or secrets
         return "<PromptJugglerSettings>"
+
+
+def _check_base_url(value: str, kind: str) -> None:
+    """Refuse a ``BASE_URL`` the API key must not be sent to.
+
+    Plain ``http://`` is for the emulator on this machine only: elsewhere the bearer key would
+    travel in clear (``ALLOW_INSECURE_BASE_URL`` opts out, for an emulator on another development
+    host). User info (``https://evil.example@promptjuggler.com``) hides the real host behind a
+    familiar name and is never needed: the API key is the only credential.
+    """
+    label = 'settings.PROMPTJUGGLER["BASE_URL"]'
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise SettingError(f"{label} has an invalid port; it must be {kind}.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The value itself is not echoed: it may carry a password in its user info.
+        got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise SettingError(f"{label} must be {kind} with a host; got {got}, no host.")
+    if parts.username is not None or parts.password is not None:
+        raise SettingError(
+            f"{label} carries user info (a name before “@” in front of the host). The host it "
+            f"really names is {parts.hostname!r}.",
+            check_id="promptjuggler_django.E007",
+            hint="Remove everything between “//” and “@”: the API key is the only credential.",
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        allowed = _user_settings().get("ALLOW_INSECURE_BASE_URL", False)
+        if allowed is not True:
+            raise SettingError(
+                f"{label} is plain http:// to {parts.hostname!r}, which is not this machine: "
+                "the API key would travel in clear.",
+                check_id="promptjuggler_django.E006",
+                hint="Use https://. For an emulator on another development host, set "
+                'settings.PROMPTJUGGLER["ALLOW_INSECURE_BASE_URL"] = True.',
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _secret_sources(user: Mapping[str, Any]) -> list[tuple[str, str]]:

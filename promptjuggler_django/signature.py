@@ -99,7 +99,8 @@ def verify(
         return None
     timestamp, signatures = parsed
     current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance:
+    # Written so that a NaN tolerance or clock refuses: every comparison with NaN is false.
+    if not abs(current - timestamp) <= tolerance:
         return None
     matched: int | None = None
     for index, secret in enumerate(secrets):

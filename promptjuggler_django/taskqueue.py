@@ -11,19 +11,69 @@ committed and ``promptjuggler_sync`` finishes it. ``django.tasks`` is used on Dj
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 try:  # Django 6+ ships the Tasks API
-    from django.tasks import task
+    from django.tasks import task as define_task
+    from django.tasks import task_backends
 except ImportError:  # Django 5.2: the django-tasks backport, an install requirement there
-    from django_tasks import task  # type: ignore[no-redef]
+    from django_tasks import task as define_task  # type: ignore[no-redef]
+    from django_tasks import task_backends  # type: ignore[assignment]
+
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import pj_settings
 
-__all__ = ["enqueue", "enqueue_at", "task"]
+__all__ = ["UnusableTask", "enqueue", "enqueue_at", "task", "task_backends"]
 
 logger = logging.getLogger("promptjuggler_django.tasks")
+
+
+def task() -> Callable[[Callable[..., Any]], Any]:
+    """``@task()`` that a Tasks configuration cannot break at import.
+
+    The Tasks API validates a task when it is defined, on the ``default`` backend and queue. A
+    project whose ``default`` backend lists other ``QUEUES`` would otherwise fail every import of
+    the app's task modules, ``manage.py check`` included. The task is then defined on the
+    configured ``TASK_BACKEND`` and ``TASK_QUEUE``; if those are wrong too it becomes an
+    :class:`UnusableTask`, :func:`enqueue` logs why, and system checks ``E009``/``E010`` say
+    which setting to fix.
+    """
+
+    def define(func: Callable[..., Any]) -> Any:
+        try:
+            return define_task()(func)
+        except Exception as default_error:
+            try:
+                return define_task(
+                    backend=pj_settings.TASK_BACKEND, queue_name=pj_settings.TASK_QUEUE
+                )(func)
+            except Exception:
+                return UnusableTask(func, str(default_error))
+
+    return define
+
+
+class UnusableTask:
+    """A task the configured Tasks backend refused to define; using it raises."""
+
+    def __init__(self, func: Callable[..., Any], reason: str) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.reason = reason
+
+    def using(self, **kwargs: Any) -> UnusableTask:
+        raise ImproperlyConfigured(
+            f"The task {self.name} could not be defined on the Tasks backend ({self.reason}); "
+            "run manage.py check for the setting to fix."
+        )
+
+    enqueue = using
+
+    def __repr__(self) -> str:
+        return f"<UnusableTask {self.name}>"
 
 
 def enqueue(task_obj: Any, *args: Any) -> bool:

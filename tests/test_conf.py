@@ -12,10 +12,10 @@ def test_defaults_apply_for_missing_keys(settings):
 
 
 def test_settings_are_read_lazily(settings):
-    settings.PROMPTJUGGLER = {"BASE_URL": "http://one.example"}
-    assert pj_settings.BASE_URL == "http://one.example"
-    settings.PROMPTJUGGLER = {"BASE_URL": "http://two.example"}
-    assert pj_settings.BASE_URL == "http://two.example"
+    settings.PROMPTJUGGLER = {"BASE_URL": "https://one.example"}
+    assert pj_settings.BASE_URL == "https://one.example"
+    settings.PROMPTJUGGLER = {"BASE_URL": "https://two.example"}
+    assert pj_settings.BASE_URL == "https://two.example"
 
 
 def test_missing_setting_dict_means_defaults(settings):
