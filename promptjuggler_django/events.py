@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from .limits import MAX_ID_LENGTH, MAX_STATUS_LENGTH, fits, is_count
 from .models import WebhookDelivery
 
 EventType = WebhookDelivery.EventType
@@ -43,11 +44,6 @@ SHAPE_EVENT_TYPES: dict[str, str] = {
 #: Told apart by shape, a run body must have exactly these keys: with more it could be an event
 #: PromptJuggler adds later, and it is logged as unrecognised instead.
 RUN_KEYS = frozenset({"id", "status"})
-
-#: Column sizes of WebhookDelivery.object_id and .status.
-MAX_ID_LENGTH = 64
-MAX_STATUS_LENGTH = 32
-_MAX_COUNT = 2**31 - 1  # PositiveIntegerField's portable range
 
 
 @dataclass(frozen=True)
@@ -93,12 +89,8 @@ def shape(data: dict[str, Any]) -> str | None:
 
 
 def _text(value: Any, max_length: int) -> str | None:
-    """``value`` if it is a non-empty printable string that fits its column, else ``None``.
-
-    Printable excludes NUL (which PostgreSQL refuses in text) and lone surrogates (which a JSON
-    ``\\ud800`` escape produces and no database encoding accepts).
-    """
-    if isinstance(value, str) and 0 < len(value) <= max_length and value.isprintable():
+    """``value`` if it is a non-empty string that fits its column (:func:`limits.fits`)."""
+    if isinstance(value, str) and value and fits(value, max_length):
         return value
     return None
 
@@ -118,7 +110,7 @@ def _count(data: dict[str, Any], key: str) -> int | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_COUNT:
+    if not is_count(value):
         raise ValueError(f"{key} is not a count")
     return value
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .conf import pj_settings
+from .limits import MAX_ID_LENGTH, MAX_STATUS_LENGTH
 
 #: Remote document statuses in their forward order; ``ready`` and ``failed`` are terminal.
 DOCUMENT_STATUS_RANK: dict[str, int] = {"pending": 0, "sealed": 1, "ready": 2, "failed": 2}
@@ -57,7 +58,7 @@ class KnowledgeBase(models.Model):
     # Mirrored from PromptJuggler. Webhooks carry only the UUID, so it is learned from GET.
     remote_id = models.UUIDField(_("remote id"), null=True, blank=True, unique=True)
     #: Remote status verbatim (unknown strings are kept); empty before the first sync.
-    status = models.CharField(_("status"), max_length=32, blank=True)
+    status = models.CharField(_("status"), max_length=MAX_STATUS_LENGTH, blank=True)
     document_count = models.PositiveIntegerField(_("documents"), default=0)
     chunk_count = models.PositiveIntegerField(_("chunks"), default=0)
     status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)
@@ -139,7 +140,7 @@ class KnowledgeDocument(models.Model):
     # Mirrored from PromptJuggler.
     remote_id = models.UUIDField(_("remote id"), null=True, blank=True, unique=True)
     #: PromptJuggler's status string, verbatim (``pending``, ``sealed``, ``ready``, ``failed``, …).
-    remote_status = models.CharField(_("remote status"), max_length=32, blank=True)
+    remote_status = models.CharField(_("remote status"), max_length=MAX_STATUS_LENGTH, blank=True)
     chunk_count = models.PositiveIntegerField(_("chunks"), null=True, blank=True)
     #: When the last applied remote status was observed (webhook signature time or poll time).
     status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)
@@ -239,8 +240,10 @@ class WebhookDelivery(models.Model):
 
     received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
     event_type = models.CharField(_("event type"), max_length=32, choices=EventType.choices)
-    object_id = models.CharField(_("object id"), max_length=64, blank=True, db_index=True)
-    status = models.CharField(_("status"), max_length=32, blank=True)
+    object_id = models.CharField(
+        _("object id"), max_length=MAX_ID_LENGTH, blank=True, db_index=True
+    )
+    status = models.CharField(_("status"), max_length=MAX_STATUS_LENGTH, blank=True)
     signature_timestamp = models.DateTimeField(_("signature timestamp"), null=True, blank=True)
     #: Index of the matching secret in the configured list (rotation audit); never the secret.
     secret_index = models.PositiveSmallIntegerField(_("secret index"), null=True, blank=True)

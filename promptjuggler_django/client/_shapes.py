@@ -1,9 +1,11 @@
 """PromptJuggler's JSON shapes, read leniently (import the classes from ``client``).
 
 The API documents few guarantees and may grow: unknown keys are ignored, unknown status strings
-are kept verbatim, missing counts get neutral defaults. Only what the app cannot work without
-(an object where one is expected, a valid ``id``) raises :class:`ShapeError`, which the client
-reports as :class:`~promptjuggler_django.client.InvalidResponse`.
+are kept verbatim, missing counts get neutral defaults. What the app cannot work without (an
+object where one is expected, a valid ``id``) and what cannot be meant (a negative or impossibly
+large count, a status too long for one or with a control character: the rules of
+:mod:`promptjuggler_django.limits`, which webhooks follow too) raise :class:`ShapeError`, which
+the client reports as :class:`~promptjuggler_django.client.InvalidResponse`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID
+
+from ..limits import MAX_STATUS_LENGTH, fits, is_count
 
 
 class ShapeError(ValueError):
@@ -62,10 +66,10 @@ def parse_document(data: Any) -> RemoteDocument:
     mime = data.get("mimeType")
     return RemoteDocument(
         id=_uuid(data.get("id")),
-        status=_text(data.get("status")),
+        status=_status(data.get("status")),
         file_name=_text(data.get("fileName")),
         bytes=_int(data.get("bytes")),
-        chunk_count=_int(data.get("chunkCount")),
+        chunk_count=_count(data, "chunkCount"),
         mime_type=mime if isinstance(mime, str) else None,
     )
 
@@ -85,12 +89,12 @@ def parse_knowledge_base(data: Any) -> RemoteKnowledgeBase:
     if not isinstance(raw_docs, list):
         raise ShapeError("documents must be a JSON array")
     docs = tuple(parse_document(d) for d in raw_docs)
-    document_count = _int(data.get("documentCount"))
+    document_count = _count(data, "documentCount")
     return RemoteKnowledgeBase(
         id=_uuid(data.get("id")),
-        status=_text(data.get("status")),
+        status=_status(data.get("status")),
         document_count=len(docs) if document_count is None else document_count,
-        chunk_count=_int(data.get("chunkCount")) or 0,
+        chunk_count=_count(data, "chunkCount") or 0,
         documents=docs,
     )
 
@@ -138,6 +142,25 @@ def _uuid(value: Any) -> UUID:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else str(value)
+
+
+def _status(value: Any) -> str:
+    """A status string, kept verbatim when unknown; one that cannot be a status raises."""
+    text = _text(value)
+    if not fits(text, MAX_STATUS_LENGTH):
+        raise ShapeError(
+            f"status {text[:40]!r} is not a status (over {MAX_STATUS_LENGTH} characters "
+            "or with a control character)"
+        )
+    return text
+
+
+def _count(data: dict[str, Any], key: str) -> int | None:
+    """A count, ``None`` when absent or not an integer; a negative or huge one raises."""
+    value = _int(data.get(key))
+    if value is not None and not is_count(value):
+        raise ShapeError(f"{key} {value} is not a count")
+    return value
 
 
 def _int(value: Any) -> int | None:
