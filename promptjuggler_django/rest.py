@@ -15,16 +15,18 @@ try:
     from rest_framework import mixins, serializers, status, viewsets
     from rest_framework.pagination import PageNumberPagination
     from rest_framework.parsers import MultiPartParser
-    from rest_framework.permissions import IsAuthenticated
+    from rest_framework.permissions import AllowAny, IsAuthenticated
     from rest_framework.request import Request
     from rest_framework.response import Response
     from rest_framework.schemas.openapi import AutoSchema
+    from rest_framework.schemas.utils import is_list_view
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "promptjuggler_django.rest needs Django REST framework: "
         'pip install "promptjuggler-django[rest]"'
     ) from exc
 
+from django.db import models
 from django.db.models import QuerySet
 
 from .display import document_phase
@@ -105,8 +107,68 @@ class DocumentPagination(PageNumberPagination):
     max_page_size = 100
 
 
+#: ``{"detail": "..."}``: how DRF answers a refused request (authentication, permission, not
+#: found, a body it cannot parse or take).
+ERROR_DETAIL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+#: A serializer's validation errors: each field (or ``non_field_errors``) with its messages, or,
+#: for a list such as ``files``, the failing items' indexes with theirs.
+VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        ]
+    },
+    "example": {"files": {"1": ["“tool.exe” is not a supported file type. …"]}},
+}
+_ERROR_DETAIL_REF = {"$ref": "#/components/schemas/ErrorDetail"}
+_VALIDATION_ERROR_REF = {"$ref": "#/components/schemas/ValidationError"}
+
+
 class _DocumentSchema(AutoSchema):
-    """The upload takes :class:`DocumentUploadSerializer` and answers with a list of documents."""
+    """The API's OpenAPI schema: DRF's, plus the error answers DRF's generator leaves out.
+
+    Every operation documents the refusals it can answer with, in the body DRF sends: 400 (the
+    validation errors, or ``{"detail"}`` for a body that does not parse) and 415 for one that
+    takes a body, 401 and 403 behind a permission, 404 for one that names an object or a page.
+    The upload takes :class:`DocumentUploadSerializer` and answers with a list of documents.
+    """
+
+    def get_path_parameters(self, path: str, method: str) -> list[dict[str, Any]]:
+        """DRF types every path parameter a string; an integer primary key is an integer."""
+        parameters: list[dict[str, Any]] = super().get_path_parameters(path, method)
+        get_serializer_class = getattr(self.view, "get_serializer_class", None)
+        meta = getattr(get_serializer_class(), "Meta", None) if get_serializer_class else None
+        model = getattr(meta, "model", None)
+        if model is None:
+            return parameters
+        for parameter in parameters:
+            name = parameter["name"]
+            field = model._meta.pk if name in ("id", "pk") else None
+            if isinstance(field, models.IntegerField):  # AutoField, BigAutoField among them
+                parameter["schema"] = {"type": "integer"}
+        return parameters
+
+    def map_field(self, field: Any) -> dict[str, Any]:
+        """DRF leaves out that a list field with ``allow_empty=False`` needs one item."""
+        schema: dict[str, Any] = super().map_field(field)
+        if isinstance(field, serializers.ListField) and not field.allow_empty:
+            schema.setdefault("minItems", 1)
+        return schema
+
+    def get_components(self, path: str, method: str) -> dict[str, Any]:
+        components: dict[str, Any] = super().get_components(path, method)
+        components["ErrorDetail"] = ERROR_DETAIL_SCHEMA
+        components["ValidationError"] = VALIDATION_ERROR_SCHEMA
+        return components
 
     def get_response_serializer(self, path: str, method: str) -> Any:
         if method == "POST":
@@ -119,7 +181,42 @@ class _DocumentSchema(AutoSchema):
             item = self.get_reference(KnowledgeDocumentSerializer())
             for media in responses["201"].get("content", {}).values():
                 media["schema"] = {"type": "array", "items": item}
+        media_types = self.map_renderers(path, method)
+        for code, (description, schema) in self._error_responses(path, method).items():
+            content = {media_type: {"schema": schema} for media_type in media_types}
+            responses.setdefault(code, {"description": description, "content": content})
         return responses
+
+    def _error_responses(self, path: str, method: str) -> dict[str, tuple[str, Any]]:
+        """Status code → (description, body schema) of the refusals this operation can answer."""
+        errors: dict[str, tuple[str, Any]] = {}
+        if method in ("POST", "PUT", "PATCH"):
+            errors["400"] = (
+                "Invalid input: the validation errors per field (per file index for ``files``), "
+                "or ``detail`` for a body that does not parse.",
+                {"anyOf": [_VALIDATION_ERROR_REF, _ERROR_DETAIL_REF]},
+            )
+            errors["415"] = (
+                "The body is not in a media type the operation takes.",
+                _ERROR_DETAIL_REF,
+            )
+        if not all(isinstance(p, AllowAny) for p in self.view.get_permissions()):
+            errors["401"] = (
+                "Not authenticated, with an authentication scheme that asks for credentials "
+                "(``WWW-Authenticate``).",
+                _ERROR_DETAIL_REF,
+            )
+            errors["403"] = (
+                "Not authenticated (session authentication) or not allowed.",
+                _ERROR_DETAIL_REF,
+            )
+        paginated = is_list_view(path, method, self.view) and self.get_paginator() is not None
+        if "{" in path or paginated:  # a path parameter (``{id}``) names an object
+            errors["404"] = (
+                "Not found: no such object among the requesting user's, or no such page.",
+                _ERROR_DETAIL_REF,
+            )
+        return dict(sorted(errors.items()))
 
 
 class KnowledgeDocumentViewSet(
@@ -136,6 +233,9 @@ class KnowledgeDocumentViewSet(
     pagination_class = DocumentPagination
     parser_classes = [MultiPartParser]
     schema = _DocumentSchema(tags=["documents"], operation_id_base="KnowledgeDocument")
+    # Any one path segment reaches the API (the router's default also refuses dots), so a
+    # malformed id is the API's JSON 404, not the site's 404 page.
+    lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet[KnowledgeDocument]:
         """The requesting user's documents. Override to widen (e.g. for staff)."""

@@ -186,6 +186,17 @@ def test_another_users_document_is_not_found(api, knowledge_base, bob):
     assert KnowledgeDocument.objects.filter(pk=theirs.pk).exists()
 
 
+def test_a_malformed_id_is_the_apis_json_404(api, knowledge_base, ann):
+    """Any id in the path reaches the API, so the answer is its JSON 404, not the site's page."""
+    make_document(knowledge_base, ann)
+    for malformed in ("1.5", "notes.txt", "abc", "99999999999999999999999"):
+        for response in (api.get(f"{LIST}{malformed}/"), api.delete(f"{LIST}{malformed}/")):
+            assert response.status_code == 404, malformed
+            assert response["Content-Type"] == "application/json", malformed
+            assert set(response.json()) == {"detail"}
+    assert KnowledgeDocument.objects.count() == 1
+
+
 def test_no_update(api, knowledge_base, ann):
     document = make_document(knowledge_base, ann)
     assert api.patch(detail(document.pk), {"file_name": "x"}, format="multipart").status_code == 405
@@ -223,6 +234,7 @@ def test_openapi_schema_renders():
         "type": "array",
         "items": {"type": "string", "format": "binary"},
         "description": "One or several files (the same limits as the upload page).",
+        "minItems": 1,
     }
     created = upload["responses"]["201"]["content"]["application/json"]["schema"]
     assert created == {"type": "array", "items": {"$ref": "#/components/schemas/KnowledgeDocument"}}
@@ -230,6 +242,39 @@ def test_openapi_schema_renders():
     assert "count" in listing["schema"]["properties"]  # paginated
     assert "status" in components["KnowledgeDocument"]["properties"]
     assert b"/api/documents/{id}/" in OpenAPIRenderer().render(schema)  # YAML, as served
+
+
+def test_openapi_schema_documents_the_error_answers():
+    """Each operation lists the refusals DRF answers with, and their ``{"detail"}`` or
+    per-field body; the path's id is the integer primary key."""
+    schema = SchemaGenerator(title="Documents").get_schema(request=None, public=True)
+    paths = schema["paths"]
+    detail_error = {"$ref": "#/components/schemas/ErrorDetail"}
+    expected = {
+        ("/api/documents/", "get"): {"200", "401", "403", "404"},  # 404: no such page
+        ("/api/documents/", "post"): {"201", "400", "401", "403", "415"},
+        ("/api/documents/{id}/", "get"): {"200", "401", "403", "404"},
+        ("/api/documents/{id}/", "delete"): {"204", "401", "403", "404"},
+    }
+    for (path, method), codes in expected.items():
+        responses = paths[path][method]["responses"]
+        assert set(responses) == codes, (path, method)
+        for code in codes - {"200", "201", "204", "400"}:
+            assert responses[code]["description"]
+            assert responses[code]["content"]["application/json"]["schema"] == detail_error
+    invalid = paths["/api/documents/"]["post"]["responses"]["400"]["content"]["application/json"]
+    assert invalid["schema"] == {
+        "anyOf": [{"$ref": "#/components/schemas/ValidationError"}, detail_error]
+    }
+    components = schema["components"]["schemas"]
+    assert components["ErrorDetail"]["required"] == ["detail"]
+    messages = {"type": "array", "items": {"type": "string"}}
+    per_item = {"type": "object", "additionalProperties": messages}
+    assert components["ValidationError"]["additionalProperties"] == {"anyOf": [messages, per_item]}
+    for method in ("get", "delete"):
+        (parameter,) = paths["/api/documents/{id}/"][method]["parameters"]
+        assert parameter["name"] == "id"
+        assert parameter["schema"] == {"type": "integer"}
 
 
 def test_the_app_works_without_django_rest_framework():
