@@ -173,10 +173,12 @@ def sample_task(value: int) -> None:
     """A module-level task body for the definition tests."""
 
 
-def test_task_is_defined_on_the_configured_queue_when_default_is_refused(settings):
+def test_task_is_defined_on_the_configured_queue_when_default_is_refused(settings, monkeypatch):
     settings.TASKS = {"default": {"BACKEND": DUMMY, "QUEUES": ["documents"]}}
     configure(settings, TASK_QUEUE="documents")
     defined = task()(sample_task)
+    # A task is found again by its module path, as a module-level ``@task()`` is.
+    monkeypatch.setattr(sys.modules[__name__], "sample_task", defined)
     assert not isinstance(defined, UnusableTask)
     assert defined.queue_name == "documents"
     assert enqueue(defined, 1) is True
