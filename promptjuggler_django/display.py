@@ -108,6 +108,10 @@ def _reason(error: str) -> str:
     return error.split("\n", 1)[0][:200].rstrip(". ")
 
 
+def _is_later(moment: datetime | None) -> bool:
+    return moment is not None and moment > timezone.now()
+
+
 def status_detail(document: KnowledgeDocument) -> str:
     """Why a document waits or failed, and when the next attempt is, in the user's words.
 
@@ -126,6 +130,13 @@ def status_detail(document: KnowledgeDocument) -> str:
             text = _("%(phase)s — %(reason)s") if reason else _("%(phase)s")
         return str(text) % {"phase": phase.label, "reason": reason, "when": when}
     if phase.key == "queued":
+        # A queued row with a reason waits for its knowledge base (PromptJuggler refused it as a
+        # whole) or was put back after a refused batch; the next try is shown when it is later.
+        later = _is_later(document.next_attempt_at)
+        when = format_moment(document.next_attempt_at) if later else ""
+        if reason and when:
+            text = _("Waiting to be sent — %(reason)s, next try at %(when)s")
+            return str(text) % {"reason": reason, "when": when}
         if reason:
             return str(_("Waiting to be sent — %(reason)s")) % {"reason": reason}
         return str(_("Waiting to be sent to the knowledge base"))

@@ -63,6 +63,14 @@ class KnowledgeBase(models.Model):
     chunk_count = models.PositiveIntegerField(_("chunks"), default=0)
     status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)
     last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
+    #: Why PromptJuggler refuses the knowledge base as a whole (a bad key, an unknown slug, no
+    #: key configured); empty when it is not blocked. Its documents wait, they do not fail.
+    blocked_reason = models.TextField(_("blocked because"), blank=True)
+    blocked_at = models.DateTimeField(_("blocked since"), null=True, blank=True)
+    #: Refusals in a row; the backoff before the next try grows with them.
+    blocked_attempts = models.PositiveIntegerField(_("refusals in a row"), default=0)
+    #: When its documents are tried again (``promptjuggler_sync`` tries at once).
+    blocked_until = models.DateTimeField(_("next try"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -73,6 +81,10 @@ class KnowledgeBase(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.slug
+
+    @property
+    def is_blocked(self) -> bool:
+        return bool(self.blocked_reason)
 
 
 class SyncState(models.TextChoices):

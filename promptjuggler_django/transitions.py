@@ -13,6 +13,9 @@ those fields. The diagram in ``docs/sync.md`` names these functions::
                          │                   │ mark_failed ──► failed
                          │                   │ mark_needs_review ──► needs_review
                          └──── requeue ◄─────┘ (a refused batch, reconcile found no copy)
+                         └──── hold ◄────────┘ (the knowledge base is blocked: no attempt spent)
+
+    knowledge base ──block_knowledge_base──► blocked ──unblock_knowledge_base──► (not blocked)
 
     synced ──apply_remote_status──► remote_status pending → sealed → ready | failed (forward only)
 
@@ -28,13 +31,14 @@ from typing import Any
 from django.db import models
 
 from .client import RemoteDocument
+from .limits import MAX_STATUS_LENGTH
 from .models import KnowledgeBase, KnowledgeDocument, SyncState
 
 #: The longest error text kept on a row.
 ERROR_LENGTH = 2000
 
 #: The column length of ``remote_status`` and ``KnowledgeBase.status``.
-STATUS_LENGTH = 32
+STATUS_LENGTH = MAX_STATUS_LENGTH
 
 Values = dict[str, Any]
 
@@ -84,6 +88,20 @@ def requeue(now: datetime, *, error: str = "") -> Values:
         "sync_state": SyncState.QUEUED,
         "last_error": _error(error),
         "next_attempt_at": None,
+        "updated_at": now,
+    }
+
+
+def hold(until: datetime, error: str, now: datetime) -> Values:
+    """Keep a document queued until ``until``: its knowledge base is blocked, not the file.
+
+    The caller gives the attempt back: a refusal of the whole knowledge base (a bad key, an
+    unknown slug) says nothing about this document.
+    """
+    return {
+        "sync_state": SyncState.QUEUED,
+        "last_error": _error(error),
+        "next_attempt_at": until,
         "updated_at": now,
     }
 
@@ -183,4 +201,31 @@ def apply_knowledge_base_status(
         ),
         "chunk_count": knowledge_base.chunk_count if chunk_count is None else chunk_count,
         "status_changed_at": observed_at,
+    }
+
+
+# -- a knowledge base refused as a whole -----------------------------------------------------
+
+
+def block_knowledge_base(reason: str, attempts: int, until: datetime, now: datetime) -> Values:
+    """PromptJuggler refuses the knowledge base as a whole; try again at ``until``.
+
+    ``attempts`` counts the refusals in a row (the backoff grows with them); ``blocked_at``
+    keeps the first one's time, so the caller passes it on while the block lasts.
+    """
+    return {
+        "blocked_reason": _error(reason),
+        "blocked_attempts": attempts,
+        "blocked_until": until,
+        "blocked_at": now,
+    }
+
+
+def unblock_knowledge_base() -> Values:
+    """PromptJuggler accepted the knowledge base again (an upload or a ``GET`` succeeded)."""
+    return {
+        "blocked_reason": "",
+        "blocked_attempts": 0,
+        "blocked_until": None,
+        "blocked_at": None,
     }

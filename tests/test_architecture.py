@@ -166,7 +166,9 @@ def test_a_job_queued_under_the_old_task_path_still_resolves() -> None:
 
 
 #: The state fields only ``promptjuggler_django.transitions`` writes.
-STATE_FIELDS = frozenset({"sync_state", "remote_status", "status_changed_at"})
+STATE_FIELDS = frozenset(
+    {"sync_state", "remote_status", "status_changed_at", "blocked_reason", "blocked_until"}
+)
 _WRITING_CALLS = frozenset({"update", "create", "get_or_create", "update_or_create"})
 
 

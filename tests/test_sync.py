@@ -184,15 +184,13 @@ def test_retries_then_gives_up_after_max_attempts(
     assert len(failures) == 1 and failures[0]["document"].pk == doc.pk
 
 
-def test_a_definite_4xx_fails_with_the_api_message(pj: Any, kb: Any) -> None:
-    from promptjuggler_django.models import KnowledgeBase
-
-    missing = KnowledgeBase.objects.create(slug="kb_unknown")
-    doc = make_doc(missing)
+def test_a_definite_4xx_for_a_file_fails_with_the_api_message(pj: Any, kb: Any) -> None:
+    # A refusal of the knowledge base as a whole blocks it instead (tests/test_sync_blocked.py).
+    doc = make_doc(kb, "image.png", b"\x89PNG")
     sync.push_documents([doc.pk])
     doc.refresh_from_db()
     assert doc.sync_state == SyncState.FAILED
-    assert doc.last_error == "Knowledge base not found"
+    assert doc.last_error.startswith("Unsupported file type: image.png.")
 
 
 @pytest.mark.parametrize("fault", [{"read_timeout": 3}, {"reset": True}])

@@ -198,3 +198,28 @@ def test_rq_task_arguments_are_plain_ids(kb: Any, rq_backend: Any) -> None:
     (job,) = rq_backend.jobs
     assert json.loads(json.dumps(list(job.args))) == [kb.pk]
     assert job.func_name == "promptjuggler_django.sync.tasks.push_knowledge_base_task"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_backend_retries_a_blocked_knowledge_base_without_cron(
+    pj: Any, kb: Any, database_backend: None, settings: Any
+) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    from promptjuggler_django.models import KnowledgeBase
+
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "PUSH_BACKOFF": 1.0, "API_KEY": "pj_bad"}
+    doc = make_doc(kb, "held.txt")
+    run_db_worker("--max-tasks", "1")  # the first push only: refused with 401
+    doc.refresh_from_db()
+    blocked = KnowledgeBase.objects.get(pk=kb.pk)
+    assert blocked.is_blocked and doc.sync_state == SyncState.QUEUED and doc.attempts == 0
+    deferred = DBTaskResult.objects.filter(status="READY").get()
+    assert deferred.run_after is not None and blocked.blocked_until is not None
+    assert abs((deferred.run_after - blocked.blocked_until).total_seconds()) < 0.01
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "API_KEY": pj.api_key}  # the fix
+    time.sleep(max(0.0, (blocked.blocked_until - timezone.now()).total_seconds()) + 0.05)
+    run_db_worker()
+    doc.refresh_from_db()
+    assert doc.sync_state == SyncState.SYNCED
+    assert not KnowledgeBase.objects.get(pk=kb.pk).is_blocked

@@ -47,6 +47,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "remote_chunk_count",
         "local_documents",
         "last_sync",
+        "blocked",
     )
     list_filter = ("status",)
     search_fields = ("slug", "name", "remote_id")
@@ -58,6 +59,10 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "chunk_count",
         "status_changed_at",
         "last_synced_at",
+        "blocked_reason",
+        "blocked_at",
+        "blocked_attempts",
+        "blocked_until",
         "created_at",
         "updated_at",
         "recent_documents",
@@ -75,6 +80,17 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     "status_changed_at",
                     "last_synced_at",
                 )
+            },
+        ),
+        (
+            _("Refused by PromptJuggler"),
+            {
+                "fields": ("blocked_reason", "blocked_at", "blocked_attempts", "blocked_until"),
+                "description": _(
+                    "PromptJuggler refused this knowledge base as a whole (a bad key, an unknown "
+                    "slug). Its documents wait without spending attempts and go by themselves on "
+                    "the first try after the fix; promptjuggler_sync tries at once."
+                ),
             },
         ),
         (_("Documents"), {"fields": ("recent_documents",)}),
@@ -110,6 +126,16 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description=_("last sync"), ordering="last_synced_at")
     def last_sync(self, obj: KnowledgeBase) -> Any:
         return obj.last_synced_at or _("never")
+
+    @admin.display(description=_("blocked"), ordering="blocked_at")
+    def blocked(self, obj: KnowledgeBase) -> Any:
+        if not obj.is_blocked:
+            return "—"
+        return format_html(
+            '<span class="pj-badge pj-badge--danger" title="{}">{}</span>',
+            obj.blocked_reason,
+            _("Blocked"),
+        )
 
     @admin.display(description=_("local documents"), ordering="local_document_count")
     def local_documents(self, obj: KnowledgeBase) -> SafeString:

@@ -240,16 +240,19 @@ class SyncSummary:
     needs_review: int = 0
     retrying: int = 0
     tombstones_failing: int = 0
+    #: Knowledge bases PromptJuggler refuses as a whole, slug → reason (their documents wait).
+    blocked: dict[str, str] = field(default_factory=dict)
 
     @property
     def failing(self) -> int:
         """How much work needs a person; non-zero makes the command exit with status 1.
 
-        Documents ``failed`` or in review count. Work that retries by itself (documents
-        ``retrying``, remote deletions waiting for their backoff, a ``GET`` that failed and is
-        made again by the next run) does not: it is reported, and the next run or task does it.
+        Documents ``failed`` or in review count, and so does each blocked knowledge base (a key
+        or a slug to fix). Work that retries by itself (documents ``retrying``, remote deletions
+        waiting for their backoff, a ``GET`` that failed and is made again by the next run) does
+        not: it is reported, and the next run or task does it.
         """
-        return self.failed + self.needs_review
+        return self.failed + self.needs_review + len(self.blocked)
 
     def lines(self) -> list[str]:
         """A human summary, one line per topic."""
@@ -288,8 +291,14 @@ class SyncSummary:
             f"{r.unknown_outcomes_cleared} left no copy."
         )
         body += [f"Error: {e}" for e in (r.errors + p.errors + d.errors)[:20]]
+        body += [
+            f"Blocked: {slug}: {reason} Its documents wait; they go as soon as PromptJuggler "
+            "accepts the knowledge base (tried on a backoff and by every run)."
+            for slug, reason in self.blocked.items()
+        ]
         tail = [
-            f"Left failing: {self.failed} failed, {self.needs_review} need review. "
+            f"Left failing: {self.failed} failed, {self.needs_review} need review, "
+            f"{len(self.blocked)} knowledge base(s) blocked. "
             f"Retrying by themselves: {self.retrying} retrying, "
             f"{self.tombstones_failing} deletion(s) waiting."
         ]
@@ -329,6 +338,7 @@ def run_sync(
         else:
             if retry_now:
                 summary.retried_documents, summary.retried_tombstones = _retry_now(kb)
+            _try_blocked_now(kb)
             summary.leases_expired = expire_leases(knowledge_base_ids=kb_ids)
             summary.drain = drain_tombstones(knowledge_base=kb, client=client, progress=progress)
             push_progress = progress
@@ -354,7 +364,23 @@ def run_sync(
     summary.needs_review = docs.filter(sync_state=SyncState.NEEDS_REVIEW).count()
     summary.retrying = docs.filter(sync_state=SyncState.RETRYING).count()
     summary.tombstones_failing = _tombstones_in(kb, due_only=False).exclude(last_error="").count()
+    blocked = KnowledgeBase.objects.exclude(blocked_reason="").order_by("slug")
+    if kb is not None:
+        blocked = blocked.filter(pk=kb.pk)
+    summary.blocked = dict(blocked.values_list("slug", "blocked_reason"))
     return summary
+
+
+def _try_blocked_now(kb: KnowledgeBase | None) -> int:
+    """Every run tries blocked knowledge bases at once: the fix (a new key) may be live."""
+    now = timezone.now()
+    blocked = KnowledgeBase.objects.exclude(blocked_reason="")
+    if kb is not None:
+        blocked = blocked.filter(pk=kb.pk)
+    docs = KnowledgeDocument.objects.filter(
+        knowledge_base__in=blocked, sync_state=SyncState.QUEUED, next_attempt_at__gt=now
+    )
+    return docs.update(**transitions.requeue(now))
 
 
 def _retry_now(kb: KnowledgeBase | None) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from ..apply import replay_early_webhooks
 from ..client import RemoteDocument
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, SyncState
-from ._outbox import Tombstone, write_tombstones
+from ._outbox import Tombstone, enqueue_push_for, write_tombstones
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -35,13 +35,19 @@ Progress = Callable[[str, int, "int | None"], None]
 ERROR_LENGTH = 2000
 
 # Result kinds of one document in one push.
-SYNCED, RETRYING, FAILED, NEEDS_REVIEW, REQUEUE = (
+SYNCED, RETRYING, FAILED, NEEDS_REVIEW, REQUEUE, BLOCKED = (
     "synced",
     "retrying",
     "failed",
     "needs_review",
     "requeue",
+    "blocked",
 )
+
+#: Answers that refuse the knowledge base as a whole, not a file: a bad or revoked key (401),
+#: a key without access (403), an unknown slug (404). The knowledge base is blocked; its
+#: documents wait without spending attempts.
+KNOWLEDGE_BASE_REFUSALS = frozenset({401, 403, 404})
 
 
 @dataclass
@@ -59,6 +65,10 @@ class PushReport:
     requeued: int = 0
     #: Fresh remote copies tombstoned because their row was deleted or changed meanwhile.
     discarded: int = 0
+    #: Held back because PromptJuggler refused their knowledge base as a whole.
+    blocked: int = 0
+    #: Slug → reason, for the knowledge bases this push found blocked.
+    blocked_knowledge_bases: dict[str, str] = field(default_factory=dict)
     batches: int = 0
     requests: int = 0
     errors: list[str] = field(default_factory=list)
@@ -77,10 +87,12 @@ class PushReport:
             "needs_review",
             "requeued",
             "discarded",
+            "blocked",
             "batches",
             "requests",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.blocked_knowledge_bases.update(other.blocked_knowledge_bases)
         for message in other.errors:
             self.note_error(message)
 
@@ -315,7 +327,9 @@ def store_outcomes(
     succeeded: list[tuple[KnowledgeDocument, RemoteDocument]] = []
     gave_up: list[tuple[KnowledgeDocument, str, int | None]] = []
     tombstones: list[Tombstone] = []
+    blocked = next((r for r in results if r.kind == BLOCKED), None)
     with transaction.atomic(using=using):
+        held_until = block_knowledge_base(kb, blocked.error, now, using) if blocked else None
         pks = [r.row.pk for r in results]
         qs = KnowledgeDocument.objects.using(using).filter(pk__in=pks)
         locked = locked_rows(qs, using, skip_locked=False).values_list(*_Current._fields)
@@ -360,10 +374,13 @@ def store_outcomes(
             assert cur is not None
             fields.update(_FAILURE_FIELDS, _describe_changes(cur, sent))
             stored = _up_to_date(sent, cur)
-            _mark_failure(stored, res, now, max_attempts)
+            _mark_failure(stored, res, now, max_attempts, held_until)
             updates.append(stored)
             report.note_error(res.error)
-            if stored.sync_state == SyncState.FAILED:
+            if res.kind == BLOCKED:
+                report.blocked += 1
+                report.blocked_knowledge_bases[kb.slug] = kb.blocked_reason
+            elif stored.sync_state == SyncState.FAILED:
                 report.failed += 1
                 gave_up.append((stored, stored.last_error, res.status_code))
             elif stored.sync_state == SyncState.RETRYING:
@@ -372,6 +389,8 @@ def store_outcomes(
                 report.needs_review += 1
             else:
                 report.requeued += 1
+        if succeeded and kb.is_blocked:
+            unblock_knowledge_base(kb, now, using)
         if updates:
             _write(updates, fields, using)
         if tombstones:
@@ -391,9 +410,17 @@ def _mark_synced(cur: KnowledgeDocument, remote: RemoteDocument, now: datetime) 
 
 
 def _mark_failure(
-    cur: KnowledgeDocument, res: DocumentResult, now: datetime, max_attempts: int
+    cur: KnowledgeDocument,
+    res: DocumentResult,
+    now: datetime,
+    max_attempts: int,
+    held_until: datetime | None = None,
 ) -> None:
-    if res.kind == REQUEUE:
+    if res.kind == BLOCKED:
+        assert held_until is not None
+        cur.attempts = max(0, cur.attempts - 1)  # the knowledge base was refused, not the file
+        change = transitions.hold(held_until, res.error, now)
+    elif res.kind == REQUEUE:
         cur.attempts = max(0, cur.attempts - int(res.refund))
         change = transitions.requeue(now, error=res.error)
     elif res.kind == RETRYING and cur.attempts >= max_attempts:
@@ -406,6 +433,46 @@ def _mark_failure(
     else:
         change = transitions.mark_needs_review(res.error, now)
     transitions.assign(cur, change)
+
+
+def block_knowledge_base(kb: KnowledgeBase, reason: str, now: datetime, using: str) -> datetime:
+    """Record that PromptJuggler refused ``kb`` as a whole; when its documents are tried again.
+
+    The backoff grows with the refusals in a row, as a document's would (``PUSH_BACKOFF`` up to
+    ``PUSH_BACKOFF_MAX``). ``kb`` is updated in place, so the rest of a run sees the block.
+    """
+    current = (
+        KnowledgeBase.objects.using(using)
+        .filter(pk=kb.pk)
+        .values_list("blocked_attempts", "blocked_at")
+        .first()
+    )
+    attempts, since = current if current is not None else (0, None)
+    attempts += 1
+    until = now + timedelta(seconds=backoff_delay(attempts))
+    change = transitions.block_knowledge_base(reason, attempts, until, since or now)
+    KnowledgeBase.objects.using(using).filter(pk=kb.pk).update(**change, updated_at=now)
+    transitions.assign(kb, change)
+    logger.warning("Knowledge base %r blocked: %s", kb.slug, reason)
+    return until
+
+
+def unblock_knowledge_base(kb: KnowledgeBase, now: datetime, using: str) -> int:
+    """PromptJuggler accepts ``kb`` again: lift the block; its held documents are due now.
+
+    Returns how many documents were released (their push is enqueued after commit).
+    """
+    change = transitions.unblock_knowledge_base()
+    KnowledgeBase.objects.using(using).filter(pk=kb.pk).update(**change, updated_at=now)
+    transitions.assign(kb, change)
+    released = (
+        KnowledgeDocument.objects.using(using)
+        .filter(knowledge_base_id=kb.pk, sync_state=SyncState.QUEUED, next_attempt_at__gt=now)
+        .update(**transitions.requeue(now))
+    )
+    if released:
+        enqueue_push_for([kb.pk], using=using)
+    return released
 
 
 def _after_store(

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
@@ -49,7 +50,9 @@ from ..filetypes import guess_content_type
 from ..models import KnowledgeBase, KnowledgeDocument, SyncState
 from ._outbox import schedule_retry
 from ._outcomes import (
+    BLOCKED,
     FAILED,
+    KNOWLEDGE_BASE_REFUSALS,
     NEEDS_REVIEW,
     REQUEUE,
     RETRYING,
@@ -225,12 +228,20 @@ def _push(
                 continue  # another worker took them between our read and our update
             scope.note_claimed(row.pk for row in claim.rows)
             if client is None:
-                client = PromptJugglerClient.from_settings()
-            report.batches += 1
-            results = _process(client, claim, listings, report, using, scope)
+                try:
+                    client = PromptJugglerClient.from_settings()
+                except ImproperlyConfigured as exc:  # no API key: nothing can be sent
+                    results = [DocumentResult(row, BLOCKED, error=str(exc)) for row in claim.rows]
+                    client = None
+            if client is not None:
+                report.batches += 1
+                results = _process(client, claim, listings, report, using, scope)
             stored = store_outcomes(claim, results, report, using)
             for row in stored:
-                if row.sync_state == SyncState.RETRYING and row.next_attempt_at is not None:
+                waits = row.sync_state == SyncState.RETRYING or (
+                    row.sync_state == SyncState.QUEUED and claim.knowledge_base.is_blocked
+                )
+                if waits and row.next_attempt_at is not None:
                     kb_id = row.knowledge_base_id
                     scope.paused.add(kb_id)
                     if kb_id not in retry_at or row.next_attempt_at < retry_at[kb_id]:
@@ -399,6 +410,12 @@ def _send(
     except RequestNotSent as exc:
         return [DocumentResult(row, RETRYING, error=str(exc)) for row in rows]
     except APIError as exc:
+        if exc.status_code in KNOWLEDGE_BASE_REFUSALS:
+            reason = f"PromptJuggler refuses the knowledge base {kb.slug!r}: {exc}"
+            return [
+                DocumentResult(row, BLOCKED, error=reason, status_code=exc.status_code)
+                for row in rows
+            ]
         if exc.retryable:
             return [
                 DocumentResult(

@@ -37,7 +37,13 @@ from ..client import PromptJugglerClient, PromptJugglerError, RemoteDocument, Re
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
 from ._outbox import Tombstone, drain_after_commit, enqueue_push_for, write_tombstones
-from ._outcomes import Progress, run_after_commit
+from ._outcomes import (
+    KNOWLEDGE_BASE_REFUSALS,
+    Progress,
+    block_knowledge_base,
+    run_after_commit,
+    unblock_knowledge_base,
+)
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -217,10 +223,17 @@ def refresh_knowledge_base(
             remote = api.get_knowledge_base(kb.slug)
         except PromptJugglerError as exc:
             report.error = str(exc)
+            if not dry_run and getattr(exc, "status_code", None) in KNOWLEDGE_BASE_REFUSALS:
+                reason = f"PromptJuggler refuses the knowledge base {kb.slug!r}: {exc}"
+                with transaction.atomic(using=using):
+                    block_knowledge_base(kb, reason, report.fetched_at, using)
             return report
     report.remote = remote
     if not dry_run:
         learn_knowledge_base(kb, remote, report.fetched_at, using=using)
+        if kb.is_blocked:  # the key and the slug work again: its documents go now
+            with transaction.atomic(using=using):
+                unblock_knowledge_base(kb, timezone.now(), using)
     listed = {d.id: d for d in remote.documents}
     rows = (
         KnowledgeDocument.objects.using(using)
