@@ -116,6 +116,11 @@ def test_a_refused_file_still_fails_alone(pj: Any, kb: Any) -> None:
 
 
 def test_the_first_try_after_the_fix_resumes_by_itself(pj: Any, kb: Any, settings: Any) -> None:
+    settings.PROMPTJUGGLER = {
+        **settings.PROMPTJUGGLER,
+        "PUSH_BACKOFF": 2.0,
+        "PUSH_BACKOFF_MAX": 2.0,
+    }
     _wrong_key(pj, settings)
     docs = [make_doc(kb, f"doc{i}.txt") for i in range(2)]
     sync.push_due()

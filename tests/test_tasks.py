@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
+from promptjuggler_django import sync
 from promptjuggler_django.models import KnowledgeDocument, RemoteDeletion, SyncState
 from promptjuggler_django.sync import tasks
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
@@ -223,3 +225,43 @@ def test_database_backend_retries_a_blocked_knowledge_base_without_cron(
     doc.refresh_from_db()
     assert doc.sync_state == SyncState.SYNCED
     assert not KnowledgeBase.objects.get(pk=kb.pk).is_blocked
+
+
+@pytest.mark.django_db
+def test_a_deferred_push_reschedules_what_is_still_waiting(
+    pj: Any, kb: Any, dummy_tasks: list[Any]
+) -> None:
+    # Each row draws its own jittered delay; the task scheduled for the earliest pushes only
+    # what is due by then, and hands the rest to one task at the next due time.
+    now = timezone.now()
+    due = [make_doc(kb, f"due{i}.txt") for i in range(3)]
+    later = [make_doc(kb, f"later{i}.txt") for i in range(3)]
+    dummy_tasks.clear()
+    waits = [timedelta(seconds=s) for s in (-1, -1, -1, 40, 50, 60)]
+    for doc, wait in zip(due + later, waits, strict=True):
+        KnowledgeDocument.objects.filter(pk=doc.pk).update(
+            sync_state=SyncState.RETRYING, next_attempt_at=now + wait, attempts=1
+        )
+    tasks.push_knowledge_base_task.call(kb.pk)  # what the deferred task runs
+    assert {d.sync_state for d in KnowledgeDocument.objects.filter(pk__in=[d.pk for d in due])} == {
+        SyncState.SYNCED
+    }
+    [successor] = dummy_tasks
+    assert successor.args == [kb.pk]
+    assert successor.task.run_after == now + timedelta(seconds=40)
+
+
+@pytest.mark.django_db
+def test_a_push_of_given_documents_reschedules_their_knowledge_base(
+    pj: Any, kb: Any, dummy_tasks: list[Any]
+) -> None:
+    waiting = make_doc(kb, "waiting.txt")
+    fresh = make_doc(kb, "fresh.txt")
+    when = timezone.now() + timedelta(seconds=30)
+    KnowledgeDocument.objects.filter(pk=waiting.pk).update(
+        sync_state=SyncState.RETRYING, next_attempt_at=when, attempts=1
+    )
+    dummy_tasks.clear()
+    sync.push_documents([fresh.pk])
+    [successor] = dummy_tasks
+    assert successor.args == [kb.pk] and successor.task.run_after == when

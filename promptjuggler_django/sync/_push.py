@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Min, QuerySet
 from django.utils import timezone
 
 from .. import transitions
@@ -218,7 +218,7 @@ def _push(
     report = PushReport()
     own_client = client is None
     listings: dict[int, RemoteKnowledgeBase | str] = {}
-    retry_at: dict[int, datetime] = {}
+    touched: set[int] = set()
     try:
         while limit is None or report.attempted < limit:
             claim = _claim_batch(scope, using)
@@ -237,23 +237,45 @@ def _push(
                 report.batches += 1
                 results = _process(client, claim, listings, report, using, scope)
             stored = store_outcomes(claim, results, report, using)
+            touched.add(claim.knowledge_base.pk)
             for row in stored:
                 waits = row.sync_state == SyncState.RETRYING or (
                     row.sync_state == SyncState.QUEUED and claim.knowledge_base.is_blocked
                 )
                 if waits and row.next_attempt_at is not None:
-                    kb_id = row.knowledge_base_id
-                    scope.paused.add(kb_id)
-                    if kb_id not in retry_at or row.next_attempt_at < retry_at[kb_id]:
-                        retry_at[kb_id] = row.next_attempt_at
+                    scope.paused.add(row.knowledge_base_id)
             if progress is not None:
                 progress("push", report.attempted, None)
     finally:
         if own_client and client is not None:
             client.close()
-    for kb_id, when in retry_at.items():
-        schedule_retry(kb_id, when)
+    _reschedule_waiting(touched | set(scope.knowledge_base_ids or ()), using)
     return report
+
+
+def _reschedule_waiting(knowledge_base_ids: set[int], using: str) -> None:
+    """One deferred push per knowledge base, at the earliest time one of its rows is due.
+
+    Each row draws its own jittered delay, so the task that runs at the earliest pushes only
+    what is due by then: whatever still waits (retrying, or held while the knowledge base is
+    blocked) is handed on here, so every retry happens without ``promptjuggler_sync``.
+    """
+    if not knowledge_base_ids:
+        return
+    earliest = (
+        KnowledgeDocument.objects.using(using)
+        .filter(
+            knowledge_base_id__in=sorted(knowledge_base_ids),
+            sync_state__in=(SyncState.QUEUED, SyncState.RETRYING),
+            next_attempt_at__gt=timezone.now(),
+        )
+        .values("knowledge_base_id")
+        .annotate(when=Min("next_attempt_at"))
+        .order_by()
+        .values_list("knowledge_base_id", "when")
+    )
+    for kb_id, when in earliest:
+        schedule_retry(kb_id, when)
 
 
 def _claim_batch(scope: _Scope, using: str) -> Claim | None:
