@@ -382,3 +382,32 @@ def test_deleting_a_row_whose_5xx_may_have_stored_it_leaves_a_marker(kb: Knowled
     never_sent = make_doc(kb, "never.txt")
     never_sent.delete()
     assert RemoteDeletion.objects.count() == 1
+
+
+def test_a_rolled_back_transaction_leaves_nothing_for_the_next_commit(
+    kb: KnowledgeBase, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    other = KnowledgeBase.objects.create(slug="kb_other")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_doc(kb, "rolled-back.txt")
+        raise RuntimeError
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        make_doc(other, "kept.txt")
+    assert enqueued(dummy_tasks) == [("push_knowledge_base_task", (other.pk,))]
+
+
+def test_a_rolled_back_savepoint_takes_its_tombstones_enqueue_with_it(
+    kb: KnowledgeBase, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    kept, dropped = synced_doc(kb, "kept.txt"), synced_doc(kb, "dropped.txt")
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        try:
+            with transaction.atomic():
+                dropped.delete()
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        kept.delete()
+    [task] = dummy_tasks
+    assert task.args == [list(RemoteDeletion.objects.values_list("pk", flat=True))]
+    assert RemoteDeletion.objects.get().remote_id == kept.remote_id

@@ -21,7 +21,7 @@ from uuid import UUID
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 
 from ..conf import pj_settings
-from ..models import KnowledgeBase, RemoteDeletion
+from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
 from ..taskqueue import enqueue, enqueue_at
 
 logger = logging.getLogger("promptjuggler_django.sync")
@@ -86,67 +86,88 @@ def _trigger(task_obj: Any, *args: Any) -> None:
 
 @dataclass(eq=False)
 class _Pending:
-    """Work collected during one transaction on one connection, enqueued once at commit."""
+    """Work to enqueue at one commit."""
 
     knowledge_base_ids: set[int] = field(default_factory=set)
     tombstone_remote_ids: set[UUID] = field(default_factory=set)
 
 
-# Keyed by the connection object (connections are per thread), so threads never share a set.
-_pending: weakref.WeakKeyDictionary[Any, _Pending] = weakref.WeakKeyDictionary()
+class _Hook:
+    """The on_commit hook of one :func:`_collect` call: the work that call added."""
 
+    __slots__ = ("__weakref__", "commit", "work")
 
-class _FlushHook:
-    """The on_commit callback of one :func:`_collect` call; knows the set it flushes."""
-
-    __slots__ = ("connection", "entry", "using")
-
-    def __init__(self, connection: Any, entry: _Pending, using: str) -> None:
-        self.connection, self.entry, self.using = connection, entry, using
+    def __init__(self, commit: _Commit, work: _Pending) -> None:
+        self.commit, self.work = commit, work
 
     def __call__(self) -> None:
-        if _pending.get(self.connection) is self.entry:
-            del _pending[self.connection]
-            try:
-                _flush(self.entry, self.using)
-            except Exception:
-                # Logged here: Django names a failing robust hook by its __qualname__, which
-                # an instance lacks (the logging itself would raise after the commit).
-                logger.exception("Enqueueing PromptJuggler work after commit failed.")
+        self.commit.run()
 
 
-def _pending_entry(connection: Any) -> _Pending | None:
-    """The connection's pending set, unless its transaction rolled back (hooks discarded)."""
-    entry = _pending.get(connection)
-    if entry is None:
-        return None
-    for hook in reversed(connection.run_on_commit):  # ours is usually the last one
-        if isinstance(hook[1], _FlushHook) and hook[1].entry is entry:
-            return entry
-    del _pending[connection]
-    return None
+class _Commit:
+    """The hooks one transaction registered; the first to run enqueues for all of them.
+
+    It holds its hooks weakly: Django drops the hooks of a rolled-back savepoint, or of a whole
+    transaction, from its list, and a dropped hook is gone from here with its work. So the
+    commit enqueues exactly the work that survived, once, and a transaction that rolled back
+    leaves nothing behind. (Where objects are not freed at once, outside CPython, dropped
+    work may ride along with the next commit: harmless, since every task re-reads the rows.)
+    """
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.hooks: weakref.WeakSet[_Hook] = weakref.WeakSet()
+        self.done = False
+
+    @property
+    def current(self) -> bool:
+        """Still collecting: not enqueued yet, and not dropped by a rollback."""
+        return not self.done and len(self.hooks) > 0
+
+    def add(self, work: _Pending) -> _Hook:
+        hook = _Hook(self, work)
+        self.hooks.add(hook)
+        return hook
+
+    def run(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        work = _Pending()
+        for hook in list(self.hooks):
+            work.knowledge_base_ids |= hook.work.knowledge_base_ids
+            work.tombstone_remote_ids |= hook.work.tombstone_remote_ids
+        try:
+            _flush(work, self.using)
+        except Exception:
+            # Logged here: Django names a failing robust hook by its __qualname__, which an
+            # instance lacks (the logging itself would raise after the commit).
+            logger.exception("Enqueueing PromptJuggler work after commit failed.")
+
+
+# Keyed by the connection object (connections are per thread), so threads never share one.
+_commits: weakref.WeakKeyDictionary[Any, _Commit] = weakref.WeakKeyDictionary()
 
 
 def _collect(using: str, kb_ids: Iterable[int] = (), remote_ids: Iterable[UUID] = ()) -> None:
-    """Add work to the transaction's pending set and make sure its commit flushes it.
+    """Enqueue this work once the current transaction commits, once per transaction.
 
-    Each call registers a tiny on_commit hook, but only the first hook to run enqueues (the
-    others find the set gone), so a transaction saving 2,000 documents enqueues one push per
-    knowledge base. One hook per call, rather than one per transaction, keeps this right when
-    a savepoint rolls back (its hooks are discarded, earlier ones stay) and under
-    ``captureOnCommitCallbacks``, which only runs hooks registered inside its block. A set
-    whose hooks were all discarded (the transaction rolled back) is dropped.
+    Each call registers its own small on_commit hook, so Django's own rules decide what
+    survives: a rolled-back savepoint discards its hooks, a rolled-back transaction all of
+    them, and ``captureOnCommitCallbacks`` runs only the hooks registered inside it. The
+    first surviving hook to run enqueues the work of all of them (:class:`_Commit`), so a
+    transaction saving 2,000 documents enqueues one push per knowledge base and one delete
+    task per 200 tombstones.
     """
+    work = _Pending(set(kb_ids), set(remote_ids))
     connection = connections[using]
     if not connection.in_atomic_block:  # autocommit: on_commit would run at once anyway
-        _flush(_Pending(set(kb_ids), set(remote_ids)), using)
+        _flush(work, using)
         return
-    entry = _pending_entry(connection)
-    if entry is None:
-        entry = _pending[connection] = _Pending()
-    entry.knowledge_base_ids.update(kb_ids)
-    entry.tombstone_remote_ids.update(remote_ids)
-    transaction.on_commit(_FlushHook(connection, entry, using), using=using, robust=True)
+    commit = _commits.get(connection)
+    if commit is None or not commit.current:
+        commit = _commits[connection] = _Commit(using)
+    transaction.on_commit(commit.add(work), using=using, robust=True)
 
 
 #: Tombstone ids per delete task (a task argument list stays small).
@@ -245,13 +266,15 @@ def may_have_unrecorded_copy(sync_state: str, attempts: int) -> bool:
     return attempts > 0 and sync_state != "synced"
 
 
+_KNOWLEDGE_BASE = KnowledgeDocument._meta.get_field("knowledge_base")
+
+
 def tombstone_for(document: Any, reason: str, remote_id: UUID | None = None) -> Tombstone:
     """A tombstone for ``document``'s remote copy (``remote_id`` overrides the row's)."""
     kb_id = document.knowledge_base_id
     slug = ""
-    kb = document._state.fields_cache.get("knowledge_base")
-    if isinstance(kb, KnowledgeBase):
-        slug = kb.slug
+    if _KNOWLEDGE_BASE.is_cached(document):  # the admin and forms have it loaded already
+        slug = document.knowledge_base.slug
     elif kb_id is not None:
         slug = KnowledgeBase.objects.filter(pk=kb_id).values_list("slug", flat=True).first() or ""
     return Tombstone(

@@ -135,15 +135,17 @@ def backoff_delay(attempts: int, retry_after: float | None = None) -> float:
 def run_after_commit(func: Callable[..., Any], *args: Any, using: str, **kwargs: Any) -> None:
     """Call ``func(*args, **kwargs)`` once the transaction on ``using`` commits.
 
-    The hook is robust (an exception is logged, the committed work stands) and is a named
-    function rather than a ``functools.partial``: Django logs a failing robust hook by its
-    ``__qualname__``, which a partial lacks, so the logging itself would raise after commit.
+    A failure is logged under ``func``'s name and the committed work stands (the hook is
+    also registered ``robust``, for what the logging itself could raise).
     """
 
     def hook() -> None:
-        func(*args, **kwargs)
+        try:
+            func(*args, **kwargs)
+        except Exception as exc:
+            name = getattr(func, "__qualname__", repr(func))
+            logger.exception("%s failed after commit (%s); the committed work stands.", name, exc)
 
-    hook.__qualname__ = getattr(func, "__qualname__", hook.__qualname__)
     transaction.on_commit(hook, using=using, robust=True)
 
 
