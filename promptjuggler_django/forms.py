@@ -22,7 +22,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_lazy as _
 
 from .conf import pj_settings
-from .filetypes import guess_content_type
+from .filetypes import guess_content_type, validate_file_content
 from .models import KnowledgeBase, KnowledgeDocument
 
 __all__ = [
@@ -46,7 +46,8 @@ def allowed_extensions() -> list[str]:
 
 
 def validate_document_file(file: File[Any]) -> None:
-    """Refuse a file PromptJuggler would refuse, or that exceeds ``MAX_UPLOAD_SIZE``.
+    """Refuse a file PromptJuggler would refuse, that exceeds ``MAX_UPLOAD_SIZE``, or whose first
+    bytes contradict its extension (:func:`~promptjuggler_django.filetypes.validate_file_content`).
 
     Checked here rather than left to the API so the user learns it at once, on the form, instead
     of seeing a document fail minutes later. Raises a :class:`ValidationError` naming the file.
@@ -70,6 +71,7 @@ def validate_document_file(file: File[Any]) -> None:
             code="file_size",
             params={"name": name, "size": filesizeformat(size), "limit": filesizeformat(limit)},
         )
+    validate_file_content(file)
 
 
 def default_knowledge_base() -> KnowledgeBase:

@@ -26,7 +26,7 @@ from .. import sync
 from ..conf import pj_settings
 from ..display import remote_status_badge, sync_state_badge
 from ..filetypes import guess_content_type
-from ..forms import DocumentUploadForm
+from ..forms import DocumentUploadForm, validate_document_file
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
 
 #: The documents shown on a knowledge base's change page (the rest are one click away).
@@ -261,6 +261,13 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     class Media:
         css = _CSS
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "file" and formfield is not None:
+            # The change form takes a file as the upload page does: the same limits and checks.
+            formfield.validators = [*formfield.validators, validate_document_file]
+        return formfield
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # A pushed document lives in its knowledge base; moving it would need a delete and a
