@@ -165,6 +165,15 @@ def test_the_handler_is_put_in_front_once(rf):
     assert sum(isinstance(h, UploadSizeLimitHandler) for h in handlers) == 1
 
 
+def test_a_limit_that_comes_too_late_says_so(rf, caplog):
+    request = rf.post("/promptjuggler/documents/upload/", {"note": "read by a middleware"})
+    assert request.POST["note"] == "read by a middleware"
+    with caplog.at_level("WARNING", logger="promptjuggler_django.uploads"):
+        assert UploadSizeLimitHandler.install(request) is False
+    assert not any(isinstance(h, UploadSizeLimitHandler) for h in request.upload_handlers)
+    assert "came too late for /promptjuggler/documents/upload/" in caplog.text
+
+
 # --- a live server: a body far larger than the limit, streamed --------------------------------
 
 STREAMED = 64 * 1024 * 1024
