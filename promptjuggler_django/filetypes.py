@@ -43,17 +43,35 @@ def guess_content_type(file_name: str) -> str:
     return mimetypes.guess_type(file_name, strict=False)[0] or DEFAULT_CONTENT_TYPE
 
 
+_ZIP = (b"PK\x03\x04",)
+
 #: The first bytes every file of a binary type starts with: a file whose content does not open
 #: with one of them is not what its extension says (an HTML page renamed ``report.pdf``, an
 #: executable renamed ``letter.docx``) and is refused before it is stored or pushed. DOCX, like
-#: every Office Open XML and OpenDocument format, is a ZIP archive.
+#: every Office Open XML and OpenDocument format, is a ZIP archive; the zip-based types beyond
+#: PromptJuggler's are listed for a project that adds them to ``ALLOWED_EXTENSIONS``.
 SIGNATURES: dict[str, tuple[bytes, ...]] = {
     ".pdf": (b"%PDF-",),
-    ".docx": (b"PK\x03\x04",),
+    ".docx": _ZIP,
+    ".xlsx": _ZIP,
+    ".pptx": _ZIP,
+    ".odt": _ZIP,
+    ".ods": _ZIP,
+    ".odp": _ZIP,
+    ".epub": _ZIP,
 }
 
-#: How the refusal names a binary type.
-TYPE_NAMES: dict[str, str] = {".pdf": "PDF", ".docx": "Word (DOCX)"}
+#: How the refusal names a binary type: "“x.pdf” is not a PDF file: …".
+TYPE_NAMES: dict[str, str] = {
+    ".pdf": "PDF",
+    ".docx": "Word (DOCX)",
+    ".xlsx": "spreadsheet (XLSX)",
+    ".pptx": "slide deck (PPTX)",
+    ".odt": "text document (ODT)",
+    ".ods": "spreadsheet (ODS)",
+    ".odp": "slide deck (ODP)",
+    ".epub": "e-book (EPUB)",
+}
 
 #: The most bytes :func:`validate_file_content` reads, whatever the file's size.
 SIGNATURE_LENGTH = max(len(magic) for magics in SIGNATURES.values() for magic in magics)

@@ -21,6 +21,8 @@ from rest_framework.test import APIClient
 from promptjuggler_django.filetypes import (
     CONTENT_TYPES,
     SIGNATURE_LENGTH,
+    SIGNATURES,
+    TYPE_NAMES,
     content_matches_extension,
     validate_file_content,
 )
@@ -71,6 +73,8 @@ def spoofed(name: str, content: bytes, declared: str) -> SimpleUploadedFile:
         ("a.docx", b"PK\x03\x04\x14\x00", True),
         ("a.docx", b"PK\x05\x06", False),  # an empty archive holds no document
         ("a.docx", b"\xd0\xcf\x11\xe0", False),  # the old binary .doc format
+        ("a.xlsx", b"PK\x03\x04", True),  # zip-based types a project may allow
+        ("a.odt", b"<xml/>", False),
         ("a.txt", b"\x00\x01 anything", True),  # text types have no signature
         ("a.html", b"%PDF-", True),
     ],
@@ -117,6 +121,10 @@ def test_the_validator_reads_only_the_first_bytes() -> None:
     assert reader.bytes_read == SIGNATURE_LENGTH <= 8
 
 
+def test_every_signature_has_a_name_for_the_refusal() -> None:
+    assert set(TYPE_NAMES) == set(SIGNATURES)
+
+
 # --- the end-user form and page -----------------------------------------------------------
 
 
@@ -131,6 +139,16 @@ def test_the_form_refuses_a_mismatched_file(name, content, declared, message) ->
     assert not form.is_valid()
     (error,) = form.errors["files"]
     assert error.startswith(message)
+
+
+def test_a_zip_based_type_a_project_allows_is_checked_too(settings) -> None:
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "ALLOWED_EXTENSIONS": [".xlsx"]}
+    form = DocumentUploadForm(
+        data={}, files=MultiValueDict({"files": [spoofed("sheet.xlsx", b"a,b\n1,2\n", "")]})
+    )
+    assert form.errors["files"] == [
+        "“sheet.xlsx” is not a spreadsheet (XLSX) file: its content does not match its extension."
+    ]
 
 
 @pytest.mark.django_db
