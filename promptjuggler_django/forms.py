@@ -22,8 +22,9 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_lazy as _
 
 from .conf import pj_settings
-from .filetypes import guess_content_type
+from .filetypes import guess_content_type, validate_file_content
 from .models import KnowledgeBase, KnowledgeDocument
+from .uploadhandlers import file_too_large
 
 __all__ = [
     "DocumentUploadForm",
@@ -46,7 +47,8 @@ def allowed_extensions() -> list[str]:
 
 
 def validate_document_file(file: File[Any]) -> None:
-    """Refuse a file PromptJuggler would refuse, or that exceeds ``MAX_UPLOAD_SIZE``.
+    """Refuse a file PromptJuggler would refuse, that exceeds ``MAX_UPLOAD_SIZE``, or whose first
+    bytes contradict its extension (:func:`~promptjuggler_django.filetypes.validate_file_content`).
 
     Checked here rather than left to the API so the user learns it at once, on the form, instead
     of seeing a document fail minutes later. Raises a :class:`ValidationError` naming the file.
@@ -63,13 +65,9 @@ def validate_document_file(file: File[Any]) -> None:
     size = file.size or 0
     if size == 0:
         raise ValidationError(_("“%(name)s” is empty."), code="empty_file", params={"name": name})
-    limit = pj_settings.MAX_UPLOAD_SIZE
-    if size > limit:
-        raise ValidationError(
-            _("“%(name)s” is too large (%(size)s). The limit is %(limit)s per file."),
-            code="file_size",
-            params={"name": name, "size": filesizeformat(size), "limit": filesizeformat(limit)},
-        )
+    if size > pj_settings.MAX_UPLOAD_SIZE:
+        raise file_too_large(name, filesizeformat(size))
+    validate_file_content(file)
 
 
 def default_knowledge_base() -> KnowledgeBase:
@@ -158,6 +156,9 @@ class DocumentUploadForm(forms.Form):
 
     ``knowledge_base``: where the files go (default: ``DEFAULT_KNOWLEDGE_BASE``).
     ``knowledge_bases``: a queryset to let the user choose instead (the admin passes one).
+    ``refused_upload``: the request's upload was stopped
+    (:func:`~promptjuggler_django.uploadhandlers.upload_refusal`): the form is invalid with that
+    error on ``files``, whatever files did arrive.
     """
 
     # The metaclass moves declared fields into base_fields: no clash with BaseForm.files.
@@ -172,10 +173,12 @@ class DocumentUploadForm(forms.Form):
         *args: Any,
         knowledge_base: KnowledgeBase | None = None,
         knowledge_bases: QuerySet[KnowledgeBase] | None = None,
+        refused_upload: ValidationError | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.knowledge_base = knowledge_base
+        self.refused_upload = refused_upload
         files_field = self.fields["files"]
         extensions = allowed_extensions()
         files_field.widget.attrs["accept"] = ",".join(extensions)
@@ -193,6 +196,14 @@ class DocumentUploadForm(forms.Form):
                 ),
                 **self.fields,
             }
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if self.is_bound and self.refused_upload is not None:
+            # The upload stopped at a file over the limit: the files that did arrive are not
+            # what the user chose, so the refusal is the one thing to say about them.
+            self.errors.pop("files", None)
+            self.add_error("files", self.refused_upload)
 
     def target_knowledge_base(self) -> KnowledgeBase:
         """The knowledge base chosen on the form, given to it, or the default one."""

@@ -28,10 +28,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from django.db import models
 from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from .display import document_phase
 from .forms import create_documents, default_knowledge_base, validate_document_file
 from .models import KnowledgeBase, KnowledgeDocument
+from .uploadhandlers import UploadSizeLimitHandler, upload_refusal
 
 __all__ = [
     "DocumentPagination",
@@ -237,6 +239,11 @@ class KnowledgeDocumentViewSet(
     # malformed id is the API's JSON 404, not the site's 404 page.
     lookup_value_regex = "[^/]+"
 
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        # Before anything reads the body (session authentication's CSRF check does).
+        UploadSizeLimitHandler.install(request)
+        return super().initialize_request(request, *args, **kwargs)
+
     def get_queryset(self) -> QuerySet[KnowledgeDocument]:
         """The requesting user's documents. Override to widen (e.g. for staff)."""
         if getattr(self, "swagger_fake_view", False):  # schema generators without a user
@@ -251,6 +258,9 @@ class KnowledgeDocumentViewSet(
         return KnowledgeDocumentSerializer
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        refusal = upload_refusal(request)
+        if refusal is not None:  # stopped at a file over MAX_UPLOAD_SIZE: refuse it all
+            raise serializers.ValidationError({"files": refusal.messages})
         upload = self.get_serializer(data=request.data)
         upload.is_valid(raise_exception=True)
         created = upload.save()

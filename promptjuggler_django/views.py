@@ -15,16 +15,19 @@ from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db.models import QuerySet
 from django.forms import Form
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import path, reverse, reverse_lazy
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.generic import DeleteView, DetailView, FormView, ListView
 
 from .display import phase_payload
 from .forms import DocumentUploadForm, default_knowledge_base
 from .models import KnowledgeBase, KnowledgeDocument
+from .uploadhandlers import UploadSizeLimitHandler, upload_refusal
 
 __all__ = [
     "DocumentDeleteView",
@@ -76,6 +79,19 @@ class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-ar
     #: How many of the user's latest documents the page lists under the form.
     recent_count = 5
 
+    @method_decorator(csrf_exempt)
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # The size limit must stand in front before the CSRF check reads the body, so the view
+        # is exempt from the middleware's check and makes it itself, right after.
+        UploadSizeLimitHandler.install(request)
+        return self._dispatch_checked(request, *args, **kwargs)
+
+    @method_decorator(csrf_protect)
+    def _dispatch_checked(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        return super().dispatch(request, *args, **kwargs)
+
     def get_knowledge_base(self) -> KnowledgeBase:
         """Where the files go. Override to pick one per user, per group, …"""
         return default_knowledge_base()
@@ -83,6 +99,8 @@ class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-ar
     def get_form_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = super().get_form_kwargs()
         kwargs["knowledge_base"] = self.get_knowledge_base()
+        if "files" in kwargs:  # a POST: the upload may have been stopped at the size limit
+            kwargs["refused_upload"] = upload_refusal(self.request)
         return kwargs
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:

@@ -77,7 +77,8 @@ def test_no_file_is_a_clear_error():
 
 def test_default_extensions_match_promptjuggler_supported_types():
     names = ["a.txt", "b.csv", "c.tsv", "d.md", "e.html", "f.pdf", "g.docx"]
-    assert form_with(*[upload(n) for n in names]).is_valid()
+    heads = {"f.pdf": b"%PDF-1.7 ...", "g.docx": b"PK\x03\x04 ..."}  # binary types: real heads
+    assert form_with(*[upload(n, heads.get(n, b"text")) for n in names]).is_valid()
     form = form_with(upload("h.doc"))
     assert not form.is_valid()
 

@@ -131,7 +131,7 @@ def test_upload_validation(api, knowledge_base, settings):
             "files": [
                 SimpleUploadedFile("ok.txt", b"fine"),
                 SimpleUploadedFile("x.exe", b"MZ"),
-                SimpleUploadedFile("big.txt", b"x" * 11),
+                SimpleUploadedFile("fake.pdf", b"<html>"),
             ]
         },
         format="multipart",
@@ -142,7 +142,20 @@ def test_upload_validation(api, knowledge_base, settings):
         "“x.exe” is not a supported file type. "
         "Allowed types: .txt, .csv, .tsv, .md, .html, .pdf, .docx."
     ]
-    assert "too large" in errors["2"][0]
+    assert errors["2"] == [
+        "“fake.pdf” is not a PDF file: its content does not match its extension."
+    ]
+    assert not KnowledgeDocument.objects.exists()
+
+    # A file over the limit stops the upload while it arrives: the whole request is refused.
+    files = [SimpleUploadedFile("ok.txt", b"fine"), SimpleUploadedFile("big.txt", b"x" * 11)]
+    response = api.post(LIST, {"files": files}, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == {
+        "files": [
+            "“big.txt” is too large (more than 10\xa0bytes). The limit is 10\xa0bytes per file."
+        ]
+    }
     assert not KnowledgeDocument.objects.exists()
 
     assert api.post(LIST, {}, format="multipart").status_code == 400

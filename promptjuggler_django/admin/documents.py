@@ -21,13 +21,15 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .. import sync
 from ..conf import pj_settings
 from ..display import remote_status_badge, sync_state_badge
 from ..filetypes import guess_content_type
-from ..forms import DocumentUploadForm
+from ..forms import DocumentUploadForm, validate_document_file
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
+from ..uploadhandlers import UploadSizeLimitHandler, upload_refusal
 
 #: The documents shown on a knowledge base's change page (the rest are one click away).
 RECENT_DOCUMENTS = 10
@@ -288,6 +290,13 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     class Media:
         css = _CSS
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "file" and formfield is not None:
+            # The change form takes a file as the upload page does: the same limits and checks.
+            formfield.validators = [*formfield.validators, validate_document_file]
+        return formfield
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # A pushed document lives in its knowledge base; moving it would need a delete and a
         # new upload, so the knowledge base is fixed once the row exists.
@@ -343,10 +352,16 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_urls(self) -> list[URLPattern]:
         upload = path(
             "upload/",
-            self.admin_site.admin_view(self.upload_view),
+            self.admin_site.admin_view(csrf_exempt(self._upload_view_with_size_limit)),
             name=_admin_url_name(KnowledgeDocument, "upload"),
         )
         return [upload, *super().get_urls()]
+
+    def _upload_view_with_size_limit(self, request: HttpRequest) -> HttpResponse:
+        # The size limit must stand in front before the CSRF check reads the body: the URL is
+        # exempt from the middleware's check (and from admin_view's), made here right after.
+        UploadSizeLimitHandler.install(request)
+        return csrf_protect(self.upload_view)(request)
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         """Upload several files at once into a chosen knowledge base, owned by the admin."""
@@ -359,7 +374,12 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             knowledge_bases.filter(slug=default_slug).first() if default_slug else None
         ) or knowledge_bases.first()
         if request.method == "POST":
-            form = DocumentUploadForm(request.POST, request.FILES, knowledge_bases=knowledge_bases)
+            form = DocumentUploadForm(
+                request.POST,
+                request.FILES,
+                knowledge_bases=knowledge_bases,
+                refused_upload=upload_refusal(request),
+            )
             if form.is_valid():
                 documents = form.save(owner=request.user)
                 for document in documents:
