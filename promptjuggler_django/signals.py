@@ -36,14 +36,20 @@ knowledge_base_status_changed = Signal()
 run_finished = Signal()
 
 
-def send_on_commit(signal: Signal, sender: Any, **kwargs: Any) -> None:
-    """Send ``signal`` to every receiver once the current transaction commits.
+def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Send ``signal`` now, to every receiver, for state that is already committed.
 
-    Nothing is sent if it rolls back. Receivers are isolated (``send_robust``): one that raises is
-    logged to ``django.dispatch`` and neither stops the others nor fails the committed work.
+    The one way the app sends its signals. Receivers are isolated (``send_robust``): one that
+    raises is logged by Django to ``django.dispatch`` and neither stops the others nor fails
+    the committed work or the worker.
     """
+    signal.send_robust(sender=sender, **kwargs)
 
-    def send() -> None:
-        signal.send_robust(sender=sender, **kwargs)
 
-    transaction.on_commit(send, robust=True)
+def send_on_commit(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """:func:`send` once the current transaction commits; nothing if it rolls back."""
+
+    def send_after_commit() -> None:
+        send(signal, sender, **kwargs)
+
+    transaction.on_commit(send_after_commit, robust=True)

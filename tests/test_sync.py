@@ -308,3 +308,36 @@ def test_client_can_be_shared(pj: Any, kb: Any) -> None:
         assert report.synced == 3
     assert set(states(*docs)) == {SyncState.SYNCED}
     assert RemoteDeletion.objects.count() == 0
+
+
+@pytest.mark.parametrize("signal_name", ["upload_succeeded", "remote_deleted"])
+def test_a_failing_receiver_of_an_engine_signal_stops_nothing(
+    pj: Any, kb: Any, caplog: Any, signal_name: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    signal = getattr(signals, signal_name)
+    received: list[str] = []
+
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    def working(**kwargs: Any) -> None:
+        received.append(signal_name)
+
+    signal.connect(broken, dispatch_uid="broken-first")
+    signal.connect(working, dispatch_uid="working-second")
+    try:
+        doc = make_doc(kb)
+        with django_capture_on_commit_callbacks(execute=True):
+            sync.push_documents([doc.pk])
+        doc.delete()
+        with django_capture_on_commit_callbacks(execute=True):
+            sync.drain_tombstones()
+    finally:
+        signal.disconnect(dispatch_uid="broken-first")
+        signal.disconnect(dispatch_uid="working-second")
+    assert received == [signal_name]
+    assert KnowledgeDocument.objects.filter(pk=doc.pk).exists() is False
+    assert RemoteDeletion.objects.count() == 0  # the drain finished despite the receiver
+    # Logged once, by Django's send_robust, to django.dispatch.
+    logged = [r for r in caplog.records if "receiver bug" in str(r.exc_info)]
+    assert [r.name for r in logged] == ["django.dispatch"]

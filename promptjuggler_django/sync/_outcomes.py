@@ -484,19 +484,16 @@ def _after_store(
 ) -> None:
     """After commit: public signals, then webhooks that arrived before the answer was stored."""
     for document, remote in succeeded:
-        send_signal(signals.upload_succeeded, document=document, remote_document=remote)
+        signals.send(
+            signals.upload_succeeded, KnowledgeDocument, document=document, remote_document=remote
+        )
     for document, error, status_code in gave_up:
-        send_signal(signals.upload_failed, document=document, error=error, status_code=status_code)
+        signals.send(
+            signals.upload_failed,
+            KnowledgeDocument,
+            document=document,
+            error=error,
+            status_code=status_code,
+        )
     if succeeded:
         replay_early_webhooks([remote.id for _, remote in succeeded], using=using)
-
-
-def send_signal(signal: Any, **kwargs: Any) -> None:
-    # The state is committed; one failing receiver must not stop the others or the worker.
-    for receiver, response in signal.send_robust(sender=KnowledgeDocument, **kwargs):
-        if isinstance(response, Exception):
-            logger.error(
-                "A receiver of a PromptJuggler signal failed: %r",
-                receiver,
-                exc_info=(type(response), response, response.__traceback__),
-            )

@@ -138,16 +138,11 @@ def drain_tombstones(
 
 def _after_drain(done: list[tuple[RemoteDeletion, bool]]) -> None:
     for tombstone, deleted in done:
-        for receiver, response in signals.remote_deleted.send_robust(
-            sender=KnowledgeDocument,
+        signals.send(
+            signals.remote_deleted,
+            KnowledgeDocument,
             remote_id=tombstone.remote_id,
             knowledge_base=tombstone.knowledge_base,
             reason=tombstone.reason,
             already_gone=not deleted,
-        ):
-            if isinstance(response, Exception):
-                logger.error(
-                    "A receiver of remote_deleted failed: %r",
-                    receiver,
-                    exc_info=(type(response), response, response.__traceback__),
-                )
+        )
