@@ -8,7 +8,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import NoReverseMatch, reverse
 
-from .conf import API_KEY_ENV, SETTINGS, SettingError, pj_settings
+from .conf import API_KEY_ENV, DEPRECATED_SETTINGS, SETTINGS, SettingError, pj_settings
 from .taskqueue import task_backends
 
 
@@ -26,6 +26,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f'Unknown setting settings.PROMPTJUGGLER["{key}"].',
                 hint="Known keys: " + ", ".join(sorted(SETTINGS)),
                 id="promptjuggler_django.W001",
+            )
+        )
+    for key in pj_settings.deprecated_keys():
+        new = DEPRECATED_SETTINGS[key]
+        errors.append(
+            Warning(
+                f'settings.PROMPTJUGGLER["{key}"] is deprecated; it is now "{new}".',
+                hint=f'Rename the key to "{new}"; the old name goes in the next release.',
+                id="promptjuggler_django.W003",
             )
         )
     invalid = False

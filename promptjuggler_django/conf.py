@@ -129,7 +129,7 @@ SETTINGS: dict[str, Setting] = {
     "PUSH_MAX_ATTEMPTS": Setting(8, "a positive int", _is_pos_int),
     "PUSH_BACKOFF": Setting(30.0, "a positive number of seconds", _is_pos_number),
     "PUSH_BACKOFF_MAX": Setting(3600.0, "a positive number of seconds", _is_pos_number),
-    "UPLOAD_LEASE": Setting(900.0, "a positive number of seconds", _is_pos_number),
+    "LEASE": Setting(900.0, "a positive number of seconds", _is_pos_number),
     "BATCH_MAX_FILES": Setting(100, "a positive int", _is_pos_int),
     "BATCH_MAX_BYTES": Setting(50 * 1024 * 1024, "a positive int (bytes)", _is_pos_int),
     "STORAGE": Setting(None, "a STORAGES alias string, or None for 'default'", _is_opt_str),
@@ -140,6 +140,13 @@ SETTINGS: dict[str, Setting] = {
     "TASK_BACKEND": Setting("default", "a TASKS alias string", _is_str),
     "TASK_QUEUE": Setting("default", "a queue name string", _is_str),
     "TASK_PUSH_LIMIT": Setting(1000, "a positive int (documents per push task)", _is_pos_int),
+}
+
+
+#: Old name → new name, for one release: the old key still works (check ``W003`` says rename).
+DEPRECATED_SETTINGS: dict[str, str] = {
+    # The lease covers a drain of tombstones as well as a push, not only uploads.
+    "UPLOAD_LEASE": "LEASE",
 }
 
 
@@ -158,11 +165,17 @@ class PromptJugglerSettings:
     """Attribute access to ``settings.PROMPTJUGGLER`` with defaults and validation."""
 
     def __getattr__(self, name: str) -> Any:
+        name = DEPRECATED_SETTINGS.get(name, name)
         try:
             spec = SETTINGS[name]
         except KeyError:
             raise AttributeError(f"Unknown PromptJuggler setting {name!r}") from None
-        value = _user_settings().get(name, spec.default)
+        user = _user_settings()
+        value = user.get(name, spec.default)
+        if name not in user:
+            for old, new in DEPRECATED_SETTINGS.items():
+                if new == name and old in user:
+                    value = user[old]
         if name == "API_KEY" and not value:
             value = os.environ.get(API_KEY_ENV) or None
         if name in SECRET_SETTINGS:
@@ -199,7 +212,12 @@ class PromptJugglerSettings:
         ]
 
     def unknown_keys(self) -> list[str]:
-        return sorted(k for k in _user_settings() if k not in SETTINGS)
+        known = SETTINGS.keys() | DEPRECATED_SETTINGS.keys()
+        return sorted(k for k in _user_settings() if k not in known)
+
+    def deprecated_keys(self) -> list[str]:
+        """Keys set under an old name (see :data:`DEPRECATED_SETTINGS`)."""
+        return sorted(k for k in _user_settings() if k in DEPRECATED_SETTINGS)
 
     def __repr__(self) -> str:  # never show the API key or secrets
         return "<PromptJugglerSettings>"

@@ -6,6 +6,7 @@ uploads, so "did the server get it?" decides between sending again and reconcili
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 
@@ -84,8 +85,12 @@ class AuthenticationError(APIError):
     """401: the API key is missing, wrong or revoked."""
 
 
-class PermissionDenied(APIError):
-    """403: the key may not touch this knowledge base or document."""
+class AccessDenied(APIError):
+    """403: the key may not touch this knowledge base or document.
+
+    Called ``PermissionDenied`` before this release, like Django's own exception, which the
+    old name still reaches (deprecated) from this module and :mod:`promptjuggler_django.client`.
+    """
 
 
 class NotFound(APIError):
@@ -107,7 +112,7 @@ class ServerError(APIError):
 #: Status code → exception class; any other 5xx is a ServerError, any other 4xx an APIError.
 ERRORS_BY_STATUS: dict[int, type[APIError]] = {
     401: AuthenticationError,
-    403: PermissionDenied,
+    403: AccessDenied,
     404: NotFound,
     422: UnprocessableEntity,
     429: RateLimited,
@@ -119,3 +124,22 @@ def _restore(cls: type[PromptJugglerError], args: tuple[Any, ...], state: dict[s
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
+
+
+#: Old name → current name, importable for one release with a DeprecationWarning.
+DEPRECATED_NAMES: dict[str, str] = {"PermissionDenied": "AccessDenied"}
+
+
+def deprecated_name(module: str, name: str) -> Any:
+    """The current object behind a deprecated name of ``module``, with a warning."""
+    if name not in DEPRECATED_NAMES:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new = DEPRECATED_NAMES[name]
+    warnings.warn(
+        f"{module}.{name} is deprecated; use {module}.{new}.", DeprecationWarning, stacklevel=3
+    )
+    return globals()[new]
+
+
+def __getattr__(name: str) -> Any:
+    return deprecated_name(__name__, name)

@@ -40,13 +40,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from promptjuggler_django.client import (
+    AccessDenied,
     APIError,
     AuthenticationError,
     FileReadError,
     InvalidResponse,
     NotFound,
     OutcomeUnknown,
-    PermissionDenied,
     PromptJugglerClient,
     PromptJugglerError,
     RateLimited,
@@ -449,7 +449,7 @@ def test_upload_5xx_is_not_retried(server, harness):
     ("status", "cls"),
     [
         (401, AuthenticationError),
-        (403, PermissionDenied),
+        (403, AccessDenied),
         (404, NotFound),
         (422, UnprocessableEntity),
         (400, APIError),

@@ -33,18 +33,19 @@ import httpx
 from .. import __version__
 from ..exceptions import (
     ERRORS_BY_STATUS,
+    AccessDenied,
     APIError,
     AuthenticationError,
     FileReadError,
     InvalidResponse,
     NotFound,
     OutcomeUnknown,
-    PermissionDenied,
     PromptJugglerError,
     RateLimited,
     RequestNotSent,
     ServerError,
     UnprocessableEntity,
+    deprecated_name,
 )
 from ..redaction import has_control_character, redact
 from ._multipart import (
@@ -71,12 +72,12 @@ from ._shapes import (
 
 __all__ = [
     "APIError",
+    "AccessDenied",
     "AuthenticationError",
     "FileReadError",
     "InvalidResponse",
     "NotFound",
     "OutcomeUnknown",
-    "PermissionDenied",
     "PromptJugglerClient",
     "PromptJugglerError",
     "RateLimited",
@@ -97,6 +98,10 @@ _T = TypeVar("_T")
 ERROR_BODY_LIMIT = 2048
 #: Bodies read from the API are capped; a knowledge base with 100 000 documents is ~20 MB.
 RESPONSE_BODY_LIMIT = 64 * 1024 * 1024
+
+
+def __getattr__(name: str) -> Any:  # deprecated names, for one release
+    return deprecated_name(__name__, name)
 
 
 class PromptJugglerClient:

@@ -281,9 +281,7 @@ def _reschedule_waiting(knowledge_base_ids: set[int], using: str) -> None:
 def _claim_batch(scope: _Scope, using: str) -> Claim | None:
     now = timezone.now()
     # A random sub-second offset keeps two claims made in the same instant apart.
-    token = now + timedelta(
-        seconds=pj_settings.UPLOAD_LEASE, microseconds=secrets.randbelow(1_000_000)
-    )
+    token = now + timedelta(seconds=pj_settings.LEASE, microseconds=secrets.randbelow(1_000_000))
     max_files, max_bytes = pj_settings.BATCH_MAX_FILES, pj_settings.BATCH_MAX_BYTES
     if scope.max_files is not None:
         max_files = min(max_files, scope.max_files)

@@ -72,7 +72,7 @@ def drain_tombstones(
     try:
         while True:
             now = timezone.now()
-            lease = now + timedelta(seconds=pj_settings.UPLOAD_LEASE)
+            lease = now + timedelta(seconds=pj_settings.LEASE)
             with transaction.atomic(using=using):
                 qs = RemoteDeletion.objects.using(using).filter(remote_id__isnull=False)
                 qs = qs.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
