@@ -265,3 +265,45 @@ def test_a_push_of_given_documents_reschedules_their_knowledge_base(
     sync.push_documents([fresh.pk])
     [successor] = dummy_tasks
     assert successor.args == [kb.pk] and successor.task.run_after == when
+
+
+@pytest.mark.django_db
+def test_a_deleted_unknown_outcome_is_reconciled_by_a_task_after_the_lease(
+    pj: Any, kb: Any, settings: Any, dummy_tasks: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    # The copy an unknown outcome may have left is deleted without waiting for cron: a
+    # reconcile of its knowledge base, deferred until any upload still in flight has ended.
+    from promptjuggler_django.models import RemoteDeletion
+
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "READ_TIMEOUT": 0.5, "LEASE": 120.0}
+    doc = make_doc(kb, "ghost.txt", b"boo")
+    pj.set_fault("upload", read_timeout=2, after_effect=True, times=1)
+    sync.push_documents([doc.pk])
+    doc.refresh_from_db()
+    assert doc.sync_state == SyncState.NEEDS_REVIEW
+    dummy_tasks.clear()
+    before = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        doc.delete()
+    [reconcile] = [r for r in dummy_tasks if r.task.name == "reconcile_knowledge_base_task"]
+    assert reconcile.args == [kb.pk]
+    assert before + timedelta(seconds=120) <= reconcile.task.run_after
+    assert reconcile.task.run_after <= timezone.now() + timedelta(seconds=120)
+    assert len(pj.documents("kb_test")) == 1
+    dummy_tasks.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.reconcile_knowledge_base_task.call(kb.pk)  # what the deferred task runs
+    [copy] = pj.documents("kb_test")
+    marker = RemoteDeletion.objects.get()
+    assert marker.remote_id == copy.id  # found: the marker now points at the copy
+    [delete] = [r for r in dummy_tasks if r.task.name == "delete_remote_task"]
+    assert delete.args == [[marker.pk]]
+    tasks.delete_remote_task.call(*delete.args)
+    assert pj.documents("kb_test") == []
+    assert RemoteDeletion.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_reconcile_task_for_a_missing_knowledge_base_is_a_no_op(pj: Any) -> None:
+    tasks.reconcile_knowledge_base_task.call(424242)
+    assert pj.request_count() == 0

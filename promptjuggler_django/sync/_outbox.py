@@ -14,11 +14,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
+from django.utils import timezone
 
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
@@ -69,6 +70,8 @@ class Triggers:
     push_knowledge_base: Any = None
     #: Task taking a list of tombstone ids: delete those remote documents.
     delete_remote: Any = None
+    #: Task taking a knowledge base id: reconcile it (resolves unknown-outcome tombstones).
+    reconcile_knowledge_base: Any = None
 
 
 TRIGGERS = Triggers()
@@ -90,6 +93,8 @@ class _Pending:
 
     knowledge_base_ids: set[int] = field(default_factory=set)
     tombstone_remote_ids: set[UUID] = field(default_factory=set)
+    #: Knowledge bases with a new unknown-outcome tombstone: reconcile them after the lease.
+    reconcile_ids: set[int] = field(default_factory=set)
 
 
 class _Hook:
@@ -137,6 +142,7 @@ class _Commit:
         for hook in list(self.hooks):
             work.knowledge_base_ids |= hook.work.knowledge_base_ids
             work.tombstone_remote_ids |= hook.work.tombstone_remote_ids
+            work.reconcile_ids |= hook.work.reconcile_ids
         try:
             _flush(work, self.using)
         except Exception:
@@ -149,7 +155,12 @@ class _Commit:
 _commits: weakref.WeakKeyDictionary[Any, _Commit] = weakref.WeakKeyDictionary()
 
 
-def _collect(using: str, kb_ids: Iterable[int] = (), remote_ids: Iterable[UUID] = ()) -> None:
+def _collect(
+    using: str,
+    kb_ids: Iterable[int] = (),
+    remote_ids: Iterable[UUID] = (),
+    reconcile_ids: Iterable[int] = (),
+) -> None:
     """Enqueue this work once the current transaction commits, once per transaction.
 
     Each call registers its own small on_commit hook, so Django's own rules decide what
@@ -159,7 +170,7 @@ def _collect(using: str, kb_ids: Iterable[int] = (), remote_ids: Iterable[UUID] 
     transaction saving 2,000 documents enqueues one push per knowledge base and one delete
     task per 200 tombstones.
     """
-    work = _Pending(set(kb_ids), set(remote_ids))
+    work = _Pending(set(kb_ids), set(remote_ids), set(reconcile_ids))
     connection = connections[using]
     if not connection.in_atomic_block:  # autocommit: on_commit would run at once anyway
         _flush(work, using)
@@ -188,6 +199,12 @@ def _flush(entry: _Pending, using: str) -> None:
         )
         for start in range(0, len(ids), _TOMBSTONES_PER_TASK):
             _trigger(TRIGGERS.delete_remote, ids[start : start + _TOMBSTONES_PER_TASK])
+    if entry.reconcile_ids and TRIGGERS.reconcile_knowledge_base is not None:
+        # An upload of that row may still be in flight: once its lease has ended it stored
+        # its answer (and deleted its own fresh copy) or it never will; then reconcile looks.
+        when = timezone.now() + timedelta(seconds=pj_settings.LEASE)
+        for kb_id in sorted(entry.reconcile_ids):
+            enqueue_at(TRIGGERS.reconcile_knowledge_base, when, kb_id)
 
 
 def _db_alias(using: str | None) -> str:
@@ -251,8 +268,9 @@ def write_tombstones(tombstones: Iterable[Tombstone], *, using: str | None = Non
         return 0
     RemoteDeletion.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
     remote_ids = [r.remote_id for r in rows if r.remote_id is not None]
-    if remote_ids:
-        _collect(alias, remote_ids=remote_ids)
+    unknown = {r.knowledge_base_id for r in rows if r.remote_id is None} - {None}
+    if remote_ids or unknown:
+        _collect(alias, remote_ids=remote_ids, reconcile_ids=unknown)  # type: ignore[arg-type]
     return len(rows)
 
 

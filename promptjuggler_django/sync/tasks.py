@@ -9,10 +9,11 @@ the engine enqueues after commit.
 from __future__ import annotations
 
 from ..conf import pj_settings
-from ..models import KnowledgeDocument
+from ..models import KnowledgeBase, KnowledgeDocument
 from ..taskqueue import enqueue, task
 from ._outbox import TRIGGERS
 from ._push import push_documents, push_due
+from ._reconcile import reconcile
 from ._tombstones import drain_tombstones
 
 
@@ -43,5 +44,18 @@ def delete_remote_task(tombstone_ids: list[int]) -> None:
     drain_tombstones(tombstone_ids)
 
 
+@task()
+def reconcile_knowledge_base_task(knowledge_base_id: int) -> None:
+    """Reconcile one knowledge base: one ``GET``, then adopt, push again or delete what it finds.
+
+    Scheduled after a row whose upload outcome was unknown is deleted or replaced, so the copy
+    it may have left is deleted without waiting for ``promptjuggler_sync``.
+    """
+    knowledge_base = KnowledgeBase.objects.filter(pk=knowledge_base_id).first()
+    if knowledge_base is not None:
+        reconcile(knowledge_base=knowledge_base)
+
+
 TRIGGERS.push_knowledge_base = push_knowledge_base_task
 TRIGGERS.delete_remote = delete_remote_task
+TRIGGERS.reconcile_knowledge_base = reconcile_knowledge_base_task
