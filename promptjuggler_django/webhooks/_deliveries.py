@@ -139,12 +139,17 @@ def _record_error(delivery: WebhookDelivery, exc: BaseException) -> None:
 def prune_deliveries(cutoff: datetime, *, batch_size: int = 1000) -> int:
     """Delete deliveries received before ``cutoff``, ``batch_size`` per statement; how many.
 
-    Each batch is its own short statement, so a large log is pruned without long locks.
+    Each batch is its own short statement, so a large log is pruned without long locks. Batches
+    walk the primary key (keyset: each starts past the last one's highest id), so a batch never
+    steps over the index entries of rows the earlier batches deleted and the last batch costs
+    what the first did.
     """
     deleted = 0
     old = WebhookDelivery.objects.filter(received_at__lt=cutoff).order_by("pk")
-    while ids := list(old.values_list("pk", flat=True)[:batch_size]):
+    after = 0
+    while ids := list(old.filter(pk__gt=after).values_list("pk", flat=True)[:batch_size]):
         # No relations and no delete receivers: Django issues one DELETE per batch.
         count, _ = WebhookDelivery.objects.filter(pk__in=ids).delete()
         deleted += count
+        after = ids[-1]
     return deleted
