@@ -57,8 +57,11 @@ class KnowledgeBase(models.Model):
     name = models.CharField(_("name"), max_length=200, blank=True)
     # Mirrored from PromptJuggler. Webhooks carry only the UUID, so it is learned from GET.
     remote_id = models.UUIDField(_("remote id"), null=True, blank=True, unique=True)
-    #: Remote status verbatim (unknown strings are kept); empty before the first sync.
-    status = models.CharField(_("status"), max_length=MAX_STATUS_LENGTH, blank=True)
+    #: Remote status verbatim; empty before the first sync. The choices name the statuses known
+    #: today (labels and the admin filter); an unknown string PromptJuggler adds is kept as is.
+    status = models.CharField(
+        _("status"), max_length=MAX_STATUS_LENGTH, blank=True, choices=Status.choices
+    )
     document_count = models.PositiveIntegerField(_("documents"), default=0)
     chunk_count = models.PositiveIntegerField(_("chunks"), default=0)
     status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)

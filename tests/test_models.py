@@ -104,6 +104,18 @@ def test_unknown_remote_status_is_stored_verbatim(kb):
     assert not doc.is_searchable
 
 
+def test_knowledge_base_status_names_the_known_statuses_and_keeps_unknown_ones(kb):
+    field = KnowledgeBase._meta.get_field("status")
+    assert field.choices == KnowledgeBase.Status.choices
+    kb.status = KnowledgeBase.Status.READY
+    kb.save()
+    assert kb.get_status_display() == "Ready"
+    kb.status = "reindexing"  # a status PromptJuggler may add later
+    kb.save()
+    kb.refresh_from_db()
+    assert (kb.status, kb.get_status_display()) == ("reindexing", "reindexing")
+
+
 def test_tombstone_survives_knowledge_base_deletion(kb):
     tomb = RemoteDeletion.objects.create(
         remote_id=uuid.uuid4(), knowledge_base=kb, knowledge_base_slug=kb.slug
