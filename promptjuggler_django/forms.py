@@ -13,11 +13,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django import forms
+from django.contrib import messages
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_lazy as _
 
@@ -32,6 +34,7 @@ __all__ = [
     "MultipleFileInput",
     "create_documents",
     "default_knowledge_base",
+    "report_refused_files",
     "validate_document_file",
 ]
 
@@ -123,16 +126,21 @@ class MultipleFileField(forms.FileField):
     """A file field whose cleaned value is a list of files, each checked on its own.
 
     Every file's errors are reported together, so a user who picked ten files learns about all
-    the bad ones at once.
+    the bad ones at once. With ``keep_good_files``, a choice with at least one good file cleans
+    to the good ones, and the bad ones' errors wait in :attr:`refused` (the pages report them
+    beside the upload); otherwise any bad file makes the field invalid.
     """
 
     widget = MultipleFileInput
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keep_good_files: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("widget", MultipleFileInput())
         # Empty files are refused by validate_document_file, whose message names the file.
         kwargs.setdefault("allow_empty_file", True)
         super().__init__(*args, **kwargs)
+        self.keep_good_files = keep_good_files
+        #: The errors of the files left out by the last clean (``keep_good_files`` only).
+        self.refused: list[ValidationError] = []
 
     def clean(self, data: Any, initial: Any = None) -> list[UploadedFile[Any]]:
         single_clean = super().clean
@@ -146,7 +154,10 @@ class MultipleFileField(forms.FileField):
                 cleaned.append(single_clean(item, initial))
             except ValidationError as exc:
                 errors.extend(exc.error_list)
-        if errors:
+        self.refused = []
+        if errors and self.keep_good_files and cleaned:
+            self.refused = errors
+        elif errors:
             raise ValidationError(errors)
         return cleaned
 
@@ -159,6 +170,10 @@ class DocumentUploadForm(forms.Form):
     ``refused_upload``: the request's upload was stopped
     (:func:`~promptjuggler_django.uploadhandlers.upload_refusal`): the form is invalid with that
     error on ``files``, whatever files did arrive.
+    ``keep_good_files``: a file of the wrong type does not throw away the good ones; the form is
+    valid with those, and :attr:`refused_files` says why each other file was left out (the
+    upload page and the admin; the REST API stays all-or-nothing). A file over the size limit
+    still refuses the whole request.
     """
 
     # The metaclass moves declared fields into base_fields: no clash with BaseForm.files.
@@ -174,12 +189,15 @@ class DocumentUploadForm(forms.Form):
         knowledge_base: KnowledgeBase | None = None,
         knowledge_bases: QuerySet[KnowledgeBase] | None = None,
         refused_upload: ValidationError | None = None,
+        keep_good_files: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.knowledge_base = knowledge_base
         self.refused_upload = refused_upload
         files_field = self.fields["files"]
+        assert isinstance(files_field, MultipleFileField)
+        files_field.keep_good_files = keep_good_files
         extensions = allowed_extensions()
         files_field.widget.attrs["accept"] = ",".join(extensions)
         files_field.help_text = _("Up to %(limit)s per file. Supported types: %(types)s.") % {
@@ -205,6 +223,14 @@ class DocumentUploadForm(forms.Form):
             self.errors.pop("files", None)
             self.add_error("files", self.refused_upload)
 
+    @property
+    def refused_files(self) -> list[str]:
+        """Why each file left out of a valid form was refused (``keep_good_files``), one
+        message per file, naming it."""
+        files_field = self.fields["files"]
+        assert isinstance(files_field, MultipleFileField)
+        return [message for error in files_field.refused for message in error.messages]
+
     def target_knowledge_base(self) -> KnowledgeBase:
         """The knowledge base chosen on the form, given to it, or the default one."""
         chosen = self.cleaned_data.get("knowledge_base")
@@ -216,3 +242,9 @@ class DocumentUploadForm(forms.Form):
             raise ValueError("DocumentUploadForm.save() called on an invalid form.")
         files: Sequence[UploadedFile[Any]] = self.cleaned_data["files"]
         return create_documents(self.target_knowledge_base(), files, owner=owner)
+
+
+def report_refused_files(request: HttpRequest, form: DocumentUploadForm) -> None:
+    """One warning per file left out of an otherwise valid upload, naming it and why."""
+    for reason in form.refused_files:
+        messages.warning(request, _("Not uploaded: %(reason)s") % {"reason": reason})

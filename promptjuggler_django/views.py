@@ -16,6 +16,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db.models import QuerySet
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse, reverse_lazy
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
@@ -24,8 +25,9 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.generic import DeleteView, DetailView, FormView, ListView
 
+from .conf import pj_settings
 from .display import phase_payload
-from .forms import DocumentUploadForm, default_knowledge_base
+from .forms import DocumentUploadForm, default_knowledge_base, report_refused_files
 from .models import KnowledgeBase, KnowledgeDocument
 from .uploadhandlers import UploadSizeLimitHandler, upload_refusal
 
@@ -78,6 +80,9 @@ class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-ar
     success_url = reverse_lazy("promptjuggler_django:document_list")
     #: How many of the user's latest documents the page lists under the form.
     recent_count = 5
+    #: A file of the wrong type does not throw away the good ones chosen with it: they are
+    #: uploaded and the page says why each other one was not.
+    keep_good_files = True
 
     @method_decorator(csrf_exempt)
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -99,6 +104,7 @@ class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-ar
     def get_form_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = super().get_form_kwargs()
         kwargs["knowledge_base"] = self.get_knowledge_base()
+        kwargs["keep_good_files"] = self.keep_good_files
         if "files" in kwargs:  # a POST: the upload may have been stopped at the size limit
             kwargs["refused_upload"] = upload_refusal(self.request)
         return kwargs
@@ -106,6 +112,9 @@ class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-ar
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["recent_documents"] = list(self.get_queryset()[: self.recent_count])
+        # The script warns before submitting a file the form would refuse.
+        context["pj_max_upload_size"] = pj_settings.MAX_UPLOAD_SIZE
+        context["pj_max_upload_size_label"] = filesizeformat(pj_settings.MAX_UPLOAD_SIZE)
         return context
 
     def form_valid(self, form: Form) -> HttpResponse:
@@ -121,6 +130,11 @@ class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-ar
             )
             % {"count": count},
         )
+        report_refused_files(self.request, form)
+        if self.request.headers.get("X-PJ-Upload") == "progress":
+            # The page's script sent it (to show progress): it goes to the list itself, and the
+            # messages wait there as after a redirect.
+            return JsonResponse({"location": str(self.get_success_url())})
         return super().form_valid(form)
 
 

@@ -276,6 +276,21 @@ def test_admin_upload_refuses_bad_files(client, staff, knowledge_base):
     assert not KnowledgeDocument.objects.exists()
 
 
+def test_admin_upload_keeps_the_good_files_and_reports_the_bad(client, staff, knowledge_base):
+    response = client.post(
+        DOC_UPLOAD,
+        {
+            "knowledge_base": knowledge_base.pk,
+            "files": [SimpleUploadedFile("x.exe", b"MZ"), SimpleUploadedFile("ok.txt", b"fine")],
+        },
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == DOC_CHANGELIST
+    assert list(KnowledgeDocument.objects.values_list("file_name", flat=True)) == ["ok.txt"]
+    shown = [str(m) for m in response.context["messages"]]
+    assert any(m.startswith("Not uploaded: “x.exe” is not a supported file type.") for m in shown)
+
+
 def test_upload_needs_add_permission(client, django_user_model, knowledge_base):
     clerk = django_user_model.objects.create_user("clerk", is_staff=True)
     client.force_login(clerk)

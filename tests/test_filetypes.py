@@ -157,13 +157,18 @@ def test_the_upload_page_refuses_a_mismatched_file(
     client, django_user_model, name, content, declared, message
 ) -> None:
     client.force_login(django_user_model.objects.create_user("ann", password="pw"))
-    response = client.post(
-        PAGE,
-        {"files": [spoofed("ok.txt", b"fine", "text/plain"), spoofed(name, content, declared)]},
-    )
+    response = client.post(PAGE, {"files": [spoofed(name, content, declared)]})
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not KnowledgeDocument.objects.exists()
+    # Chosen with a good file, it is left out and the good one is uploaded.
+    response = client.post(
+        PAGE,
+        {"files": [spoofed("ok.txt", b"fine", "text/plain"), spoofed(name, content, declared)]},
+        follow=True,
+    )
+    assert [str(m) for m in response.context["messages"]][-1].startswith(f"Not uploaded: {message}")
+    assert list(KnowledgeDocument.objects.values_list("file_name", flat=True)) == ["ok.txt"]
 
 
 # --- the admin ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template.loader import get_template
 from django.urls import reverse
 
+from promptjuggler_django.forms import allowed_extensions
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, SyncState
 
 pytestmark = pytest.mark.django_db
@@ -182,7 +183,7 @@ def test_upload_several_files(client, knowledge_base, ann):
     ]
 
 
-def test_upload_with_a_bad_file_saves_nothing_and_explains(client, knowledge_base, ann):
+def test_upload_keeps_the_good_files_and_reports_the_bad(client, knowledge_base, ann):
     client.force_login(ann)
     response = client.post(
         UPLOAD,
@@ -190,11 +191,65 @@ def test_upload_with_a_bad_file_saves_nothing_and_explains(client, knowledge_bas
             "files": [
                 SimpleUploadedFile("ok.txt", b"fine"),
                 SimpleUploadedFile("tool.exe", b"MZ"),
+                SimpleUploadedFile("notes.md", b"# notes"),
             ]
         },
     )
+    assert response.status_code == 302
+    assert sorted(KnowledgeDocument.objects.values_list("file_name", flat=True)) == [
+        "notes.md",
+        "ok.txt",
+    ]
+    assert messages_of(response) == [
+        "2 documents uploaded. They are being sent to the knowledge base.",
+        "Not uploaded: “tool.exe” is not a supported file type. Allowed types: "
+        + ", ".join(allowed_extensions())
+        + ".",
+    ]
+
+
+def test_the_pages_script_gets_where_to_go_and_the_messages_wait_there(client, knowledge_base, ann):
+    client.force_login(ann)
+    response = client.post(
+        UPLOAD,
+        {"files": [SimpleUploadedFile("a.txt", b"alpha"), SimpleUploadedFile("x.exe", b"MZ")]},
+        HTTP_X_PJ_UPLOAD="progress",
+    )
     assert response.status_code == 200
-    assert "“tool.exe” is not a supported file type." in response.content.decode()
+    assert response.json() == {"location": LIST}
+    assert list(KnowledgeDocument.objects.values_list("file_name", flat=True)) == ["a.txt"]
+    shown = [str(m) for m in client.get(LIST).context["messages"]]
+    assert shown[0] == "1 document uploaded. It is being sent to the knowledge base."
+    assert shown[1].startswith("Not uploaded: “x.exe”")
+    # A refused upload answers the page with the form and its errors, as without the script.
+    refused = client.post(
+        UPLOAD, {"files": [SimpleUploadedFile("x.exe", b"MZ")]}, HTTP_X_PJ_UPLOAD="progress"
+    )
+    assert refused.status_code == 200
+    assert refused["Content-Type"].startswith("text/html")
+    assert "data-pj-upload-form" in refused.content.decode()
+
+
+def test_upload_page_tells_the_script_what_will_be_refused(client, knowledge_base, ann, settings):
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "MAX_UPLOAD_SIZE": 2048}
+    client.force_login(ann)
+    body = client.get(UPLOAD).content.decode()
+    assert 'data-pj-max-size="2048"' in body
+    assert "Not a supported type: it will not be uploaded." in body
+    assert "Over the limit of 2.0\xa0KB: the whole upload will be refused." in body
+    assert 'data-pj-busy-label="Uploading…"' in body and "data-pj-upload-progress" in body
+
+
+def test_upload_with_only_bad_files_saves_nothing_and_explains(client, knowledge_base, ann):
+    client.force_login(ann)
+    response = client.post(
+        UPLOAD,
+        {"files": [SimpleUploadedFile("tool.exe", b"MZ"), SimpleUploadedFile("empty.txt", b"")]},
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "“tool.exe” is not a supported file type." in body
+    assert "empty.txt" in body
     assert not KnowledgeDocument.objects.exists()
 
 

@@ -27,7 +27,7 @@ from .. import sync
 from ..conf import pj_settings
 from ..display import remote_status_badge, sync_state_badge
 from ..filetypes import guess_content_type
-from ..forms import DocumentUploadForm, validate_document_file
+from ..forms import DocumentUploadForm, report_refused_files, validate_document_file
 from ..models import DOCUMENT_STATUS_RANK, KnowledgeBase, KnowledgeDocument, RemoteDeletion
 from ..uploadhandlers import UploadSizeLimitHandler, upload_refusal
 from ._scale import EstimatedCountPaginator, RelatedWithRowsFilter, listed_choices
@@ -390,6 +390,7 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 request.FILES,
                 knowledge_bases=knowledge_bases,
                 refused_upload=upload_refusal(request),
+                keep_good_files=True,
             )
             if form.is_valid():
                 documents = form.save(owner=request.user)
@@ -405,6 +406,7 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     )
                     % {"count": len(documents)},
                 )
+                report_refused_files(request, form)
                 return HttpResponseRedirect(
                     _changelist_url(KnowledgeDocument, self.admin_site.name)
                 )

@@ -181,6 +181,77 @@ def test_admin_uploads_and_pushes_a_failed_document_again(
     assert [d.file_name for d in emulator.documents("kb_test")] == ["policy.txt"]
 
 
+def test_upload_warns_before_submit_shows_progress_and_keeps_the_good_files(
+    new_page, knowledge_base, hold_tasks, django_user_model, settings
+):
+    from playwright.sync_api import expect
+
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "MAX_UPLOAD_SIZE": 2 * 1024 * 1024}
+    django_user_model.objects.create_user("ann", password="ann-pw")
+    hold_tasks(True)
+    page = new_page()
+    log_in(page, "ann", "ann-pw", UPLOAD)
+
+    # Only refused files: the form comes back with the reasons, in place, and nothing is saved.
+    page.set_input_files("input[type=file]", [text_file("tool.exe", "MZ")])
+    expect(page.locator(".pj-file-list li")).to_contain_text("Not a supported type")
+    page.click("form.pj-form [type=submit]")
+    expect(page.locator("form.pj-form .pj-errors")).to_contain_text(
+        "“tool.exe” is not a supported file type."
+    )
+    assert page.url.endswith(UPLOAD)
+    assert not KnowledgeDocument.objects.exists()
+
+    # Each chosen file is listed with its size; the ones the form will refuse say so first.
+    page.set_input_files(
+        "input[type=file]",
+        [
+            {"name": "handbook.txt", "mimeType": "text/plain", "buffer": b"x" * 1_500_000},
+            text_file("tool.exe", "MZ"),
+            {"name": "huge.txt", "mimeType": "text/plain", "buffer": b"y" * (3 * 1024 * 1024)},
+        ],
+    )
+    items = page.locator(".pj-file-list li")
+    expect(items).to_have_count(3)
+    expect(items.nth(0).locator("[data-pj-file-warning]")).to_have_count(0)
+    expect(items.nth(1)).to_contain_text("Not a supported type: it will not be uploaded.")
+    expect(items.nth(2)).to_contain_text("the whole upload will be refused")
+    page.set_input_files(
+        "input[type=file]",
+        [
+            {"name": "handbook.txt", "mimeType": "text/plain", "buffer": b"x" * 1_500_000},
+            text_file("tool.exe", "MZ"),
+        ],
+    )
+    expect(items).to_have_count(2)
+
+    # A slow connection: while the request runs, the button is disabled and a bar moves.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 400_000},
+    )
+    button = page.locator("form.pj-form [type=submit]")
+    button.click()
+    expect(button).to_be_disabled()
+    expect(button).to_have_text("Uploading…")
+    bar = page.locator("[data-pj-upload-progress]")
+    expect(bar).to_be_visible()
+    page.wait_for_function(
+        "() => document.querySelector('[data-pj-upload-progress]').value > 0", timeout=10_000
+    )
+    page.wait_for_url(f"**{LIST}", timeout=30_000)
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+    messages = page.locator(".pj-messages")
+    expect(messages).to_contain_text("1 document uploaded.")
+    expect(messages).to_contain_text("Not uploaded: “tool.exe” is not a supported file type.")
+    assert list(KnowledgeDocument.objects.values_list("file_name", flat=True)) == ["handbook.txt"]
+
+
 @pytest.mark.parametrize("width", [390, 1280])
 def test_list_fits_the_screen_and_says_why_a_document_waits(
     new_page, knowledge_base, django_user_model, width

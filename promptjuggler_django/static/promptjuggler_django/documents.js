@@ -117,6 +117,19 @@
     }
   }
 
+  // Why the form will refuse this file, in the page's words, or "" (the server checks again).
+  function refusal(input, list, file) {
+    var accept = (input.getAttribute("accept") || "").toLowerCase().split(",").filter(Boolean);
+    var dot = file.name.lastIndexOf(".");
+    var extension = dot < 0 ? "" : file.name.slice(dot).toLowerCase();
+    if (accept.length && accept.indexOf(extension) < 0) {
+      return list.getAttribute("data-pj-type-warning") || "";
+    }
+    var max = parseInt(list.getAttribute("data-pj-max-size"), 10);
+    if (max && file.size > max) { return list.getAttribute("data-pj-size-warning") || ""; }
+    return "";
+  }
+
   function listFiles(input) {
     var list = document.querySelector('[data-pj-file-list-for="' + input.id + '"]');
     if (!list) { return; }
@@ -130,15 +143,75 @@
         size.textContent = formatSize(file.size);
         li.appendChild(name);
         li.appendChild(size);
+        var why = refusal(input, list, file);
+        if (why) {
+          var warning = document.createElement("span");
+          warning.className = "pj-file-list__warning";
+          warning.setAttribute("data-pj-file-warning", "");
+          warning.textContent = why;
+          li.className = "pj-file-list__item--refused";
+          li.appendChild(warning);
+        }
         list.appendChild(li);
       });
       list.hidden = !list.children.length;
     });
   }
 
+  // While the upload runs: the button is disabled and says so, a bar shows how much was sent.
+  // The request goes by XMLHttpRequest (for its upload progress) and asks for a short answer:
+  // on success the page goes where a normal submit would have redirected; a refused upload
+  // comes back as the form with its errors, which takes the place of this one. Any other
+  // answer, or no script at all, leaves it to the browser's own submit.
+  function uploadWithProgress(form) {
+    var button = form.querySelector("[type=submit]");
+    var bar = form.querySelector("[data-pj-upload-progress]");
+    form.addEventListener("submit", function (event) {
+      if (!window.XMLHttpRequest || !window.FormData || !window.DOMParser || !button) { return; }
+      event.preventDefault();
+      if (button.disabled) { return; }
+      button.disabled = true;
+      button.setAttribute("aria-busy", "true");
+      button.textContent = button.getAttribute("data-pj-busy-label") || button.textContent;
+      if (bar) { bar.hidden = false; bar.removeAttribute("value"); }
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", form.action || window.location.href);
+      xhr.setRequestHeader("X-PJ-Upload", "progress");
+      xhr.upload.addEventListener("progress", function (e) {
+        if (bar && e.lengthComputable) { bar.value = Math.round((e.loaded / e.total) * 100); }
+      });
+      xhr.addEventListener("load", function () {
+        var type = xhr.getResponseHeader("Content-Type") || "";
+        if (xhr.status === 200 && type.indexOf("application/json") === 0) {
+          window.location.assign(JSON.parse(xhr.responseText).location);
+          return;
+        }
+        var page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+        var refused = page.querySelector("form[data-pj-upload-form]");
+        if (xhr.status === 200 && refused) {
+          refused = document.importNode(refused, true);
+          form.parentNode.replaceChild(refused, form);
+          enhanceUploadForm(refused);
+          var first = refused.querySelector(".pj-errors");
+          if (first) { first.setAttribute("tabindex", "-1"); first.focus(); }
+          return;
+        }
+        HTMLFormElement.prototype.submit.call(form);
+      });
+      xhr.addEventListener("error", function () { HTMLFormElement.prototype.submit.call(form); });
+      xhr.send(new FormData(form));
+    });
+  }
+
+  function enhanceUploadForm(form) {
+    form.querySelectorAll("input[type=file]").forEach(listFiles);
+    uploadWithProgress(form);
+  }
+
   function init() {
     document.querySelectorAll("[data-pj-status-url]").forEach(track);
-    document.querySelectorAll("input[type=file]").forEach(listFiles);
+    document.querySelectorAll("form[data-pj-upload-form]").forEach(enhanceUploadForm);
+    document.querySelectorAll("form:not([data-pj-upload-form]) input[type=file]").forEach(listFiles);
   }
 
   if (document.readyState === "loading") {
