@@ -1,9 +1,11 @@
-"""Take docs/screenshot-upload.png: the demo site's upload page, after a few uploads finished.
+"""Take the screenshots the docs show, from the demo site after a few uploads finished.
 
+``screenshot-upload.png`` (the upload page at 1040 px), ``screenshot-list-phone.png`` ("My
+documents" at 390 px) and ``screenshot-admin.png`` (the documents' changelist at 1280 px).
 Runs ``manage.py demo`` on a free port with a throw-away database, drives Debian's Chromium
 through Playwright, then stops the demo. Usage::
 
-    python example_project/screenshot.py [--output docs/screenshot-upload.png]
+    python example_project/screenshot.py [--output-dir docs]
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ def wait_for(url: str, timeout: float = 60.0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output", default=str(HERE.parent / "docs" / "screenshot-upload.png"))
+    parser.add_argument("--output-dir", default=str(HERE.parent / "docs"))
     args = parser.parse_args()
+    out = Path(args.output_dir)
 
     from playwright.sync_api import expect, sync_playwright
 
@@ -94,16 +97,33 @@ def main() -> None:
                 page.goto(upload)
                 page.set_input_files("input[type=file]", [str(SAMPLE_DIR / n) for n in PROCESSED])
                 page.click("main button[type=submit]")
+                page.wait_for_url("**/promptjuggler/documents/")
                 badges = page.locator("[data-pj-badge]")
                 expect(badges).to_have_text(["Ready"] * len(PROCESSED), timeout=30_000)
                 page.goto(upload)
                 page.set_input_files("input[type=file]", [str(SAMPLE_DIR / n) for n in PROCESSING])
                 page.click("main button[type=submit]")
+                page.wait_for_url("**/promptjuggler/documents/")
                 page.goto(upload)
                 expect(badges.first).to_have_text("Processing")
                 page.set_input_files("input[type=file]", [str(SAMPLE_DIR / n) for n in CHOSEN])
                 page.mouse.move(0, 0)
-                page.screenshot(path=args.output, full_page=True)
+                page.screenshot(path=out / "screenshot-upload.png", full_page=True)
+
+                phone = browser.new_page(viewport={"width": 390, "height": 844})
+                phone.context.add_cookies(page.context.cookies())
+                phone.goto(f"{base}/promptjuggler/documents/")
+                expect(phone.locator("[data-pj-badge]").first).to_be_visible()
+                phone.screenshot(path=out / "screenshot-list-phone.png", full_page=True)
+
+                admin = browser.new_page(viewport={"width": 1280, "height": 720})
+                admin.goto(f"{base}/admin/promptjuggler_django/knowledgedocument/")
+                admin.fill("#id_username", "admin")
+                admin.fill("#id_password", "admin")
+                admin.click("#login-form [type=submit]")
+                expect(admin.locator("#result_list")).to_be_visible()
+                admin.click("#toggle-nav-sidebar")  # the whole changelist, without the app list
+                admin.screenshot(path=out / "screenshot-admin.png")
                 browser.close()
         finally:
             demo.send_signal(signal.SIGINT)
@@ -111,7 +131,7 @@ def main() -> None:
                 demo.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 demo.kill()
-    print(f"Saved {args.output}")
+    print(f"Saved the screenshots in {out}")
 
 
 if __name__ == "__main__":
