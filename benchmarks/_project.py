@@ -9,8 +9,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def configure(*, storage: dict[str, Any], promptjuggler: dict[str, Any]) -> None:
-    """Configure and set up Django on in-memory SQLite with ``storage``, then migrate.
+def configure(
+    *, storage: dict[str, Any], promptjuggler: dict[str, Any], database: str = ":memory:"
+) -> None:
+    """Configure and set up Django on SQLite (in memory, or the file ``database``) with
+    ``storage``, then migrate.
 
     Tasks go to the dummy backend: a benchmark calls the sync engine itself.
     """
@@ -26,7 +29,7 @@ def configure(*, storage: dict[str, Any], promptjuggler: dict[str, Any]) -> None
             "django.contrib.auth",
             "promptjuggler_django",
         ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database}},
         USE_TZ=True,
         STORAGES={"default": storage},
         TASKS={"default": {"BACKEND": f"{tasks_module}.backends.dummy.DummyBackend"}},

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -48,6 +48,7 @@ from ..exceptions import (
     deprecated_name,
 )
 from ..redaction import has_control_character, redact
+from ._listing import DocumentSink, parse_listing
 from ._multipart import (
     BodyProgress,
     MultipartBody,
@@ -74,6 +75,7 @@ __all__ = [
     "APIError",
     "AccessDenied",
     "AuthenticationError",
+    "DocumentSink",
     "FileReadError",
     "InvalidResponse",
     "NotFound",
@@ -98,6 +100,9 @@ _T = TypeVar("_T")
 ERROR_BODY_LIMIT = 2048
 #: Bodies read from the API are capped; a knowledge base with 100 000 documents is ~20 MB.
 RESPONSE_BODY_LIMIT = 64 * 1024 * 1024
+#: A listing read incrementally (:meth:`PromptJugglerClient.list_knowledge_base`) is parsed
+#: as it arrives, so only a hostile answer could approach this: some 20 million documents.
+LISTING_BODY_LIMIT = 4 * 1024 * 1024 * 1024
 
 
 def __getattr__(name: str) -> Any:  # deprecated names, for one release
@@ -243,6 +248,25 @@ class PromptJugglerClient:
         answer = self._request_idempotent("GET", path)
         return self._parse(parse_knowledge_base, answer, "GET", path)
 
+    def list_knowledge_base(self, slug_or_id: str, sink: DocumentSink) -> RemoteKnowledgeBase:
+        """The knowledge base, its documents put into ``sink`` one by one as the answer arrives.
+
+        The same ``GET`` as :meth:`get_knowledge_base`, read incrementally: memory stays flat
+        however many documents are listed, and the listing may exceed
+        :data:`RESPONSE_BODY_LIMIT` (up to :data:`LISTING_BODY_LIMIT`). The returned knowledge
+        base has no ``documents``. ``sink.clear()`` is called before each attempt, so a retry
+        after a broken connection does not deliver a document twice.
+        """
+        path = f"/api/v1/knowledge-bases/{_segment(str(slug_or_id))}"
+
+        def read(response: httpx.Response) -> RemoteKnowledgeBase:
+            sink.clear()
+            return parse_listing(_capped_chunks(response, LISTING_BODY_LIMIT), sink)
+
+        answer = self._request_idempotent("GET", path, read=read)
+        assert isinstance(answer.value, RemoteKnowledgeBase)
+        return answer.value
+
     def get_document(self, document_id: UUID | str) -> RemoteDocument:
         """One document, with its ``chunk_count``."""
         path = f"/api/v1/knowledge-documents/{_document_id(document_id)}"
@@ -263,12 +287,14 @@ class PromptJugglerClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _request_idempotent(self, method: str, path: str) -> _Answer:
+    def _request_idempotent(
+        self, method: str, path: str, *, read: Callable[[httpx.Response], Any] | None = None
+    ) -> _Answer:
         """Send an idempotent request, retrying failures and retryable answers."""
         attempt = 0
         while True:
             try:
-                return self._send_once(method, path)
+                return self._send_once(method, path, read=read)
             except (RequestNotSent, OutcomeUnknown, APIError) as exc:
                 retry_after = exc.retry_after if isinstance(exc, APIError) else None
                 retryable = not isinstance(exc, APIError) or exc.retryable
@@ -288,9 +314,12 @@ class PromptJugglerClient:
         headers: dict[str, str] | None = None,
         body: MultipartBody | None = None,
         progress: BodyProgress | None = None,
+        read: Callable[[httpx.Response], Any] | None = None,
     ) -> _Answer:
         """One HTTP exchange: returns a 2xx answer, or raises a typed error.
 
+        ``read`` consumes a 2xx answer's body as it arrives (its result is the answer's
+        ``value``); without it the body is read whole, up to :data:`RESPONSE_BODY_LIMIT`.
         Typed errors are raised after the ``try`` so that they carry no httpx exception as their
         context: those hold the request, and the request holds the Authorization header.
         """
@@ -301,12 +330,24 @@ class PromptJugglerClient:
             request = self._http.build_request(method, path, headers=headers, content=content)
             response = self._http.send(request, stream=True)
             try:
-                limit = RESPONSE_BODY_LIMIT if response.is_success else ERROR_BODY_LIMIT
-                answer = _Answer(response.status_code, _read_capped(response, limit), response)
+                if read is not None and response.is_success:
+                    answer = _Answer(response.status_code, b"", response, read(response))
+                else:
+                    limit = RESPONSE_BODY_LIMIT if response.is_success else ERROR_BODY_LIMIT
+                    answer = _Answer(response.status_code, _read_capped(response, limit), response)
             finally:
                 response.close()
         except httpx.RequestError as exc:
             error = self._classify(exc, method, path, progress)
+        except ShapeError as exc:  # from ``read``: a body of the wrong shape
+            error = InvalidResponse(
+                f"{method} {path} -> {response.status_code}: unexpected body "
+                f"({self._redact(str(exc))})",
+                status_code=response.status_code,
+                body="",
+                method=method,
+                path=path,
+            )
         except StreamError as exc:
             error = FileReadError(f"{method} {path}: {exc}", method=method, path=path)
         finally:
@@ -404,6 +445,8 @@ class _Answer:
     status_code: int
     content: bytes
     response: httpx.Response = field(repr=False)
+    #: What a streaming ``read`` made of the body (then ``content`` is empty).
+    value: Any = None
 
     @property
     def headers(self) -> httpx.Headers:
@@ -422,6 +465,18 @@ def _read_capped(response: httpx.Response, limit: int) -> bytes:
         if size >= limit:
             break
     return b"".join(chunks)[:limit]
+
+
+def _capped_chunks(response: httpx.Response, limit: int) -> Iterator[bytes]:
+    """The body's chunks as they arrive; past ``limit`` bytes the body is cut off (the parser
+    then finds it incomplete)."""
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            yield chunk[: len(chunk) - (size - limit)]
+            return
+        yield chunk
 
 
 def _segment(value: str) -> str:

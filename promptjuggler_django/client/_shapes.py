@@ -89,13 +89,20 @@ def parse_knowledge_base(data: Any) -> RemoteKnowledgeBase:
     if not isinstance(raw_docs, list):
         raise ShapeError("documents must be a JSON array")
     docs = tuple(parse_document(d) for d in raw_docs)
+    return knowledge_base_from(data, len(docs), docs)
+
+
+def knowledge_base_from(
+    data: dict[str, Any], listed: int, documents: tuple[RemoteDocument, ...] = ()
+) -> RemoteKnowledgeBase:
+    """The knowledge base's own fields of ``data``; ``listed`` documents came with it."""
     document_count = _count(data, "documentCount")
     return RemoteKnowledgeBase(
         id=_uuid(data.get("id")),
         status=_status(data.get("status")),
-        document_count=len(docs) if document_count is None else document_count,
+        document_count=listed if document_count is None else document_count,
         chunk_count=_count(data, "chunkCount") or 0,
-        documents=docs,
+        documents=documents,
     )
 
 

@@ -37,6 +37,7 @@ from ..apply import replay_early_webhooks
 from ..client import PromptJugglerClient, PromptJugglerError, RemoteDocument, RemoteKnowledgeBase
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
+from ._listing import Listing
 from ._outbox import Tombstone, drain_after_commit, enqueue_push_for, write_tombstones
 from ._outcomes import (
     KNOWLEDGE_BASE_REFUSALS,
@@ -56,6 +57,8 @@ class RefreshReport:
     knowledge_base: KnowledgeBase
     #: When the GET started: rows pushed after it cannot be judged by its answer.
     fetched_at: datetime
+    #: The knowledge base as listed; its ``documents`` are not kept (the listing is compared
+    #: in chunks as it is read back from disk, so memory does not grow with it).
     remote: RemoteKnowledgeBase | None = None
     #: Why the GET failed (then nothing else was done).
     error: str = ""
@@ -219,9 +222,9 @@ def refresh_knowledge_base(
     """
     using = using or DEFAULT_DB_ALIAS
     report = RefreshReport(kb, timezone.now())
-    with _client(client) as api:
+    with _client(client) as api, Listing() as listed:
         try:
-            remote = api.get_knowledge_base(kb.slug)
+            remote = api.list_knowledge_base(kb.slug, listed)
         except PromptJugglerError as exc:
             report.error = str(exc)
             if not dry_run and getattr(exc, "status_code", None) in KNOWLEDGE_BASE_REFUSALS:
@@ -229,39 +232,51 @@ def refresh_knowledge_base(
                 with transaction.atomic(using=using):
                     block_knowledge_base(kb, reason, report.fetched_at, using)
             return report
-    report.remote = remote
-    if not dry_run:
-        learn_knowledge_base(kb, remote, report.fetched_at, using=using)
-        if kb.is_blocked:  # the key and the slug work again: its documents go now
-            with transaction.atomic(using=using):
-                unblock_knowledge_base(kb, timezone.now(), using)
-    listed = {d.id: d for d in remote.documents}
+        report.remote = remote
+        if not dry_run:
+            learn_knowledge_base(kb, remote, report.fetched_at, using=using)
+            if kb.is_blocked:  # the key and the slug work again: its documents go now
+                with transaction.atomic(using=using):
+                    unblock_knowledge_base(kb, timezone.now(), using)
+        _compare_rows(kb, listed, report, dry_run, using)
+        busy = _names_in_flight(kb.pk, using)
+        for chunk in listed.chunks():
+            report.orphans.extend(d for d in _unknown(chunk, using) if d.file_name not in busy)
+    return report
+
+
+def _compare_rows(
+    kb: KnowledgeBase, listed: Listing, report: RefreshReport, dry_run: bool, using: str
+) -> None:
+    """The rows that have a remote id, a chunk at a time against the listing: statuses that
+    moved forward (applied, or counted in a dry run) and synced rows no longer listed."""
     rows = (
         KnowledgeDocument.objects.using(using)
         .filter(knowledge_base=kb, remote_id__isnull=False)
+        .order_by("pk")
         .values_list("pk", "remote_id", "sync_state", "remote_status", "pushed_at")
     )
-    known: set[UUID | None] = set()
-    polled: list[RemoteDocument] = []
-    for pk, remote_id, sync_state, remote_status, pushed_at in rows.iterator(chunk_size=2000):
-        known.add(remote_id)
-        doc = listed.get(remote_id) if remote_id is not None else None
-        if doc is None:
-            # A row stored after the GET started may be missing from its answer: not a gap.
-            if sync_state == SyncState.SYNCED and (
-                pushed_at is None or pushed_at < report.fetched_at
-            ):
-                report.missing.append(pk)
-        elif sync_state == SyncState.SYNCED and doc.status and doc.status != remote_status:
-            if dry_run:
-                report.status_changes += _apply_status(doc, report.fetched_at, True, remote_status)
-            else:
-                polled.append(doc)
-    report.status_changes += _apply_statuses(polled, report.fetched_at, using)
-    unknown = _unknown([d for d in remote.documents if d.id not in known], using)
-    busy = _names_in_flight(kb.pk, using)
-    report.orphans = [d for d in unknown if d.file_name not in busy]
-    return report
+    last = 0
+    while chunk := list(rows.filter(pk__gt=last)[:STATUS_CHUNK]):
+        last = chunk[-1][0]
+        docs = listed.by_id(remote_id for _, remote_id, *_ in chunk)
+        polled: list[RemoteDocument] = []
+        for pk, remote_id, sync_state, remote_status, pushed_at in chunk:
+            doc = docs.get(remote_id) if remote_id is not None else None
+            if doc is None:
+                # A row stored after the GET started may be missing from its answer: not a gap.
+                if sync_state == SyncState.SYNCED and (
+                    pushed_at is None or pushed_at < report.fetched_at
+                ):
+                    report.missing.append(pk)
+            elif sync_state == SyncState.SYNCED and doc.status and doc.status != remote_status:
+                if dry_run:
+                    report.status_changes += _apply_status(
+                        doc, report.fetched_at, True, remote_status
+                    )
+                else:
+                    polled.append(doc)
+        report.status_changes += _apply_statuses(polled, report.fetched_at, using)
 
 
 def _apply_status(doc: RemoteDocument, observed_at: datetime, dry_run: bool, current: str) -> int:
@@ -361,13 +376,14 @@ def refresh_documents(
     with _client(client) as api:
         for kb in KnowledgeBase.objects.filter(pk__in=list(by_kb)):
             fetched_at = timezone.now()
-            try:
-                remote = api.get_knowledge_base(kb.slug)
-            except PromptJugglerError as exc:
-                logger.warning("Could not refresh knowledge base %r: %s", kb.slug, exc)
-                continue
+            with Listing() as listing:
+                try:
+                    remote = api.list_knowledge_base(kb.slug, listing)
+                except PromptJugglerError as exc:
+                    logger.warning("Could not refresh knowledge base %r: %s", kb.slug, exc)
+                    continue
+                listed = listing.by_id(d.remote_id for d in by_kb[kb.pk])
             learn_knowledge_base(kb, remote, fetched_at)
-            listed = {d.id: d for d in remote.documents}
             for document in by_kb[kb.pk]:
                 doc = listed.get(document.remote_id)  # type: ignore[arg-type]
                 if doc is not None and doc.status and doc.status != document.remote_status:
@@ -552,13 +568,15 @@ def _resolve_detached_markers(
         KnowledgeBase.objects.using(using).filter(slug__in=slugs).values_list("slug", flat=True)
     )
     for slug in sorted(slugs):
-        try:
-            remote = api.get_knowledge_base(slug)
-        except PromptJugglerError as exc:
-            report.errors.append(f"{slug}: {exc}")
-            continue
         markers = _markers(None, slug, using)
-        hits = pair_by_name_and_size(markers, _unknown(list(remote.documents), using))
+        with Listing() as listed:
+            try:
+                api.list_knowledge_base(slug, listed)
+            except PromptJugglerError as exc:
+                report.errors.append(f"{slug}: {exc}")
+                continue
+            candidates = listed.named(m.file_name for m in markers)
+        hits = pair_by_name_and_size(markers, _unknown(candidates, using))
         if dry_run:
             report.unknown_outcomes_deleted += len(hits)
             report.unknown_outcomes_cleared += len(markers) - len(hits)
