@@ -88,8 +88,10 @@ __all__ = [
     "ServerError",
     "UnprocessableEntity",
     "UploadFile",
+    "host_of",
     "parse_retry_after",
     "remote_file_name",
+    "transport_words",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,7 +134,7 @@ class PromptJugglerClient:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         #: ``host[:port]`` of ``base_url``, named by connection errors (never its user info).
-        self.host = _host_of(self.base_url)
+        self.host = host_of(self.base_url)
         self.timeout = timeout or httpx.Timeout(connect=5.0, read=60.0, write=60.0, pool=5.0)
         self.max_retries = max_retries
         self.backoff = backoff
@@ -335,7 +337,7 @@ class PromptJugglerClient:
         A failure to connect names the host and the setting it came from: "Connection refused"
         alone does not say whether PromptJuggler is down or ``BASE_URL`` is wrong.
         """
-        detail = self._redact(_ERRNO.sub("", str(exc)) or "no detail")
+        detail = self._redact(transport_words(exc))
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             what = f"{method} {path}: could not connect to {self.host} (BASE_URL): {detail}"
         else:
@@ -412,14 +414,20 @@ _NEVER_SENT = (
 _ERRNO = re.compile(r"^\[Errno -?\d+\] ")
 
 
-def _host_of(base_url: str) -> str:
-    """``host`` or ``host:port`` (a port only when it is not the scheme's default)."""
+def host_of(url: str) -> str:
+    """``host`` or ``host:port`` of ``url`` (the port only when it is not the scheme's
+    default), never its user info: what a message about a failed connection names."""
     try:
-        url = httpx.URL(base_url)
+        parsed = httpx.URL(url)
     except httpx.InvalidURL:
         return "the configured host"
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    return f"{host}:{url.port}" if url.port is not None else host
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{host}:{parsed.port}" if parsed.port is not None else host
+
+
+def transport_words(exc: Exception) -> str:
+    """What a transport error says, without the ``[Errno N]`` prefix ("Connection refused")."""
+    return _ERRNO.sub("", str(exc)).strip() or type(exc).__name__
 
 
 @dataclass
