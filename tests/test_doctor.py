@@ -9,6 +9,7 @@ configured differently.
 from __future__ import annotations
 
 import io
+import re
 import socket
 import time
 
@@ -55,9 +56,12 @@ def test_all_is_well(fake_promptjuggler, webhook_url) -> None:
     out = doctor("--webhook-url", webhook_url)
     assert "OK       kb_test (DEFAULT_KNOWLEDGE_BASE): status ready, 0 documents" in out
     assert "OK       a signed test delivery was accepted (outcome unknown_object)" in out
+    assert "OK       this machine's clock is within " in out
     assert out.rstrip().endswith("No problem found.")
-    (request,) = fake_promptjuggler.requests
-    assert (request.method, request.path) == ("GET", "/api/v1/knowledge-bases/kb_test")
+    head, get = fake_promptjuggler.requests
+    assert (get.method, get.path) == ("GET", "/api/v1/knowledge-bases/kb_test")
+    assert (head.method, head.path) == ("HEAD", "/")  # for the Date header, without the key
+    assert "authorization" not in head.headers
     assert WebhookDelivery.objects.get().outcome == "unknown_object"
     assert fake_promptjuggler.api_key not in out
 
@@ -98,7 +102,7 @@ def test_a_wrong_api_key(fake_promptjuggler, settings) -> None:
     ) in out
     # The key is the same for every knowledge base: one request says it all.
     assert "kb_other (KnowledgeBase table): not checked (the API key was refused)" in out
-    assert len(fake_promptjuggler.requests) == 1
+    assert [r.method for r in fake_promptjuggler.requests] == ["HEAD", "GET"]
     assert "pj_live_wrong_key" not in out + last
     assert last == "1 problem found."
 
@@ -139,7 +143,7 @@ def test_no_knowledge_base_to_check(fake_promptjuggler, settings) -> None:
     settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "DEFAULT_KNOWLEDGE_BASE": None}
     out, _ = doctor_finds_problems()
     assert "PROBLEM  no knowledge base to check the API key against: set " in out
-    assert fake_promptjuggler.requests == []
+    assert [r.method for r in fake_promptjuggler.requests] == ["HEAD"]
 
 
 def test_a_webhook_secret_mismatch(fake_promptjuggler, webhook_url, monkeypatch) -> None:
@@ -196,3 +200,31 @@ def test_problems_are_counted(settings) -> None:
     url = f"http://127.0.0.1:{port}/promptjuggler/webhook/"
     _, last = doctor_finds_problems("--webhook-url", url, "--timeout", "2")
     assert last == "2 problems found."
+
+
+@pytest.mark.parametrize(("offset", "words"), [(3600, "ahead of"), (-400, "behind")])
+def test_this_machines_clock_against_promptjugglers(
+    fake_promptjuggler, monkeypatch, offset: int, words: str
+) -> None:
+    """PromptJuggler signs with its clock: the site's own clock must agree within the tolerance."""
+    from promptjuggler_django.management.commands import promptjuggler_doctor
+
+    monkeypatch.setattr(promptjuggler_doctor, "current_time", lambda: time.time() + offset)
+    out, last = doctor_finds_problems()
+    found = re.search(
+        rf"PROBLEM  this machine's clock is about (\d+) s {words} PromptJuggler's \(its Date "
+        r"header\): deliveries signed by PromptJuggler are refused as stale beyond "
+        r"WEBHOOK_TOLERANCE \(300 s\): check NTP \(timedatectl\)\.",
+        out,
+    )
+    assert found, out
+    assert abs(int(found.group(1)) - abs(offset)) <= 1  # the header has whole seconds
+    assert last == "1 problem found."
+
+
+def test_the_clock_is_left_alone_when_promptjuggler_cannot_be_reached(settings) -> None:
+    port = free_port()
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "BASE_URL": f"http://127.0.0.1:{port}"}
+    out, last = doctor_finds_problems("--timeout", "2")
+    assert "clock" not in out
+    assert last == "1 problem found."

@@ -3,9 +3,10 @@
 Run after deploying. It reads each knowledge base the site knows (``GET /knowledge-bases/<slug>``
 with the configured key: ``DEFAULT_KNOWLEDGE_BASE`` first, then every slug in the
 ``KnowledgeBase`` table, or only the ``--knowledge-base`` slugs), posts a signed test delivery
-to ``--webhook-url`` and reads its reason code, and prints one line per check: a wrong key
-(401/403), an unknown slug (404), an unreachable host (named, with the setting it came from), a
-secret mismatch, clock skew. It exits 1 on any problem, 0 when all is well.
+to ``--webhook-url`` and reads its reason code, compares this machine's clock with
+PromptJuggler's ``Date`` header, and prints one line per check: a wrong key (401/403), an
+unknown slug (404), an unreachable host (named, with the setting it came from), a secret
+mismatch, clock skew. It exits 1 on any problem, 0 when all is well.
 
 It changes nothing: no row is written (the test delivery's random id ends ``unknown_object`` in
 the site's delivery log) and nothing is sent to PromptJuggler but the reads.
@@ -13,7 +14,10 @@ the site's delivery log) and nothing is sent to PromptJuggler but the reads.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -98,6 +102,7 @@ class Command(BaseCommand):
         report = Report()
         timeout = options["timeout"]
         self.stdout.write(f"PromptJuggler at {_shown_url(pj_settings.BASE_URL)} (BASE_URL):")
+        check_clock(report, pj_settings.BASE_URL, timeout, pj_settings.WEBHOOK_TOLERANCE)
         check_knowledge_bases(report, knowledge_bases(options["knowledge_base"]), timeout)
         self._flush(report)
         url = options["webhook_url"]
@@ -119,6 +124,42 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {text}")
             else:
                 self.stdout.write(f"  {styles[kind](kind.ljust(8))} {text}")
+
+
+def current_time() -> float:
+    """This machine's Unix time (tests move it)."""
+    return time.time()
+
+
+def check_clock(report: Report, base_url: str, timeout: float, tolerance: float) -> None:
+    """Compare this machine's clock with PromptJuggler's ``Date`` header.
+
+    PromptJuggler signs deliveries with its own clock and the site refuses them beyond
+    ``WEBHOOK_TOLERANCE``, so a skewed site clock refuses every delivery as ``stale``. A
+    ``HEAD`` of the base URL, without the key, is enough to read the header; when no answer
+    comes, the knowledge-base checks say why.
+    """
+    try:
+        response = httpx.head(base_url, timeout=timeout)
+        answered = parsedate_to_datetime(response.headers["Date"]).timestamp()
+    except (httpx.HTTPError, KeyError, ValueError, TypeError):
+        return
+    # The header has whole seconds: PromptJuggler's time was within the second after it.
+    skew = current_time() - (answered + 0.5)
+    if abs(skew) > tolerance:
+        direction = "ahead of" if skew > 0 else "behind"
+        report.add(
+            PROBLEM,
+            f"this machine's clock is about {abs(skew):.0f} s {direction} PromptJuggler's (its "
+            "Date header): deliveries signed by PromptJuggler are refused as stale beyond "
+            f"WEBHOOK_TOLERANCE ({tolerance:g} s): check NTP (timedatectl).",
+        )
+    else:
+        report.add(
+            OK,
+            f"this machine's clock is within {max(1, math.ceil(abs(skew)))} s of PromptJuggler's "
+            f"(WEBHOOK_TOLERANCE {tolerance:g} s)",
+        )
 
 
 def _shown_url(url: str) -> str:
