@@ -7,7 +7,9 @@ import json
 import socket
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -199,3 +201,32 @@ def test_send_test_webhook_names_an_unreachable_host() -> None:
     assert message == (
         f"No answer from {url_}: could not connect to 127.0.0.1:{port}: Connection refused."
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_explains_a_redirect(live_server) -> None:
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook").rstrip("/")
+    _, message = run_refused("promptjuggler_send_test_webhook", endpoint)
+    assert message == (
+        f"The endpoint answered 301 and redirects to {reverse('promptjuggler_django:webhook')}: "
+        "use the final URL (a redirect may lose the body or the signature)."
+    )
+
+
+def answer(status: int, body: bytes, content_type: str = "application/json") -> Any:
+    from promptjuggler_django.management.webhook_probe import read_answer
+
+    response = httpx.Response(status, content=body, headers={"Content-Type": content_type})
+    return read_answer(response, secret_source="--secret")
+
+
+def test_a_code_of_a_newer_version_is_passed_on() -> None:
+    read = answer(400, b'{"error": "replayed", "detail": "Seen \\u001b[31mbefore."}')
+    assert read.refusal == "replayed"
+    assert read.problem == "The endpoint answered 400 (replayed): Seen  [31mbefore."
+
+
+def test_a_200_that_is_not_the_webhook_endpoint() -> None:
+    read = answer(200, b"<html>Welcome</html>", "text/html; charset=utf-8")
+    assert read.problem is not None and "not as the webhook endpoint does" in read.problem
+    assert read.shown_body == "(a text/html body of 20 bytes, not shown)"

@@ -200,7 +200,8 @@ def _refusal_problem(
         said = f" The endpoint says: {detail}" if detail else ""
         return f"The endpoint answered {status} ({code}): {hint}.{said}"
     if code is not None:  # a newer version's code: its own words are all there is
-        return f"The endpoint answered {status} ({_printable(code)[:50]}): {detail or 'no detail'}."
+        words = detail.rstrip(".") or "no detail"
+        return f"The endpoint answered {status} ({_printable(code)[:50]}): {words}."
     if response.is_redirect:
         target = _printable(response.headers.get("Location"))[:DETAIL_LIMIT]
         return (
