@@ -397,9 +397,39 @@ def test_upload_connection_refused_is_retried_then_not_sent():
     stream = io.BytesIO(b"abc")
     with pytest.raises(RequestNotSent) as info:
         client.upload_documents("kb", [UploadFile("a.md", stream, 3)])
-    assert "ConnectError" in str(info.value)
+    assert "could not connect to 127.0.0.1:" in str(info.value)
     assert len(sleeps) == 2  # nothing was read from the stream, so each retry was safe
     assert stream.tell() == 0
+
+
+def test_connection_refused_names_the_host_and_the_setting():
+    """Is it PromptJuggler that is down, or a wrong BASE_URL? The message says where it tried."""
+    url = refused_url()
+    client = make_client(url, max_retries=0)
+    with pytest.raises(RequestNotSent) as info:
+        client.get_knowledge_base("kb")
+    host = url.removeprefix("http://")
+    assert f"could not connect to {host} (BASE_URL): Connection refused" in str(info.value)
+    assert "Errno" not in str(info.value)
+    assert str(info.value).startswith("GET /api/v1/knowledge-bases/kb: ")
+
+
+def test_an_unknown_host_is_named():
+    client = make_client("https://pj-no-such-host.invalid", max_retries=0)
+    with pytest.raises(RequestNotSent) as info:
+        client.upload_documents("kb", [UploadFile("a.md", io.BytesIO(b"abc"), 3)])
+    message = str(info.value)
+    assert "could not connect to pj-no-such-host.invalid (BASE_URL): " in message
+    assert API_KEY not in message
+
+
+def test_the_host_named_has_no_user_info():
+    url = refused_url().replace("http://", f"http://user:{API_KEY}@")
+    client = make_client(url, max_retries=0)
+    with pytest.raises(RequestNotSent) as info:
+        client.get_knowledge_base("kb")
+    assert "could not connect to 127.0.0.1:" in str(info.value)
+    assert API_KEY not in str(info.value) and "user" not in str(info.value)
 
 
 def test_upload_broken_mid_body_is_not_sent_and_unseekable_is_not_retried(server, harness):

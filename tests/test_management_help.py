@@ -45,6 +45,7 @@ def default_is_stated(action: argparse.Action) -> bool:
 def test_the_app_ships_its_commands() -> None:
     # Guards the discovery below: an empty list would make every other test here vacuous.
     assert {
+        "promptjuggler_doctor",
         "promptjuggler_emulator",
         "promptjuggler_prune_webhooks",
         "promptjuggler_send_test_webhook",

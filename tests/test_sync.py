@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -341,3 +342,24 @@ def test_a_failing_receiver_of_an_engine_signal_stops_nothing(
     # Logged once, by Django's send_robust, to django.dispatch.
     logged = [r for r in caplog.records if "receiver bug" in str(r.exc_info)]
     assert [r.name for r in logged] == ["django.dispatch"]
+
+
+def test_an_unreachable_base_url_is_named_in_last_error(kb: Any, settings: Any) -> None:
+    """ "Connection refused" alone does not say whether PromptJuggler is down or BASE_URL wrong."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    settings.PROMPTJUGGLER = {
+        **settings.PROMPTJUGGLER,
+        "BASE_URL": f"http://127.0.0.1:{port}",
+        "RETRY_BACKOFF": 0.001,
+        "RETRY_BACKOFF_MAX": 0.001,
+    }
+    doc = make_doc(kb)
+    sync.push_documents([doc.pk])
+    doc.refresh_from_db()
+    assert doc.sync_state == SyncState.RETRYING
+    assert f"could not connect to 127.0.0.1:{port} (BASE_URL): Connection refused" in (
+        doc.last_error
+    )
+    assert settings.PROMPTJUGGLER["API_KEY"] not in doc.last_error

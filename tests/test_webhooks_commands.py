@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -136,3 +139,94 @@ def test_send_test_webhook_needs_a_secret_and_an_answer(settings) -> None:
             "--timeout",
             "2",
         )
+
+
+def run_refused(*args: str) -> tuple[str, str]:
+    """Run a command that must fail: its stdout and its error message."""
+    out = io.StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command(*args, stdout=out)
+    return out.getvalue(), str(info.value)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_explains_a_wrong_secret(live_server) -> None:
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook")
+    out, message = run_refused("promptjuggler_send_test_webhook", endpoint, "--secret", "whsec_x")
+    assert message.startswith("The endpoint answered 400 (mismatch): the signature did not ")
+    assert "check that --secret matches a secret the endpoint uses" in message
+    assert "whsec_x" not in out + message
+    assert '"error": "mismatch"' in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_explains_clock_skew(live_server) -> None:
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook")
+    _, message = run_refused("promptjuggler_send_test_webhook", endpoint, "--timestamp", "1000")
+    assert "answered 400 (stale): the timestamp is outside the tolerance: check the clocks" in (
+        message
+    )
+    assert "s behind this server's clock (tolerance 300 s)" in message  # the endpoint's detail
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_names_the_configured_secret(live_server, monkeypatch) -> None:
+    from promptjuggler_django.webhooks import WebhookView
+
+    monkeypatch.setattr(WebhookView, "get_secrets", lambda self: ["whsec_endpoint_only"])
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook")
+    _, message = run_refused("promptjuggler_send_test_webhook", endpoint)
+    assert 'check that the first of settings.PROMPTJUGGLER["WEBHOOK_SECRETS"] matches' in message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_never_prints_an_html_page(live_server, settings) -> None:
+    settings.DEBUG = True  # Django answers the unknown URL with its debug page
+    endpoint = live_server.url + "/no-webhook-here/"
+    out, message = run_refused("promptjuggler_send_test_webhook", endpoint)
+    assert "404 Not Found" in out
+    shown = (out + message).lower()
+    assert "<html" not in shown and "<!doctype" not in shown and "page not found" not in shown
+    assert "(a text/html body of " in out and " bytes, not shown)" in out
+    assert message.startswith("The endpoint answered 404: no webhook at this URL")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_names_an_unreachable_host() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    url_ = f"http://127.0.0.1:{port}/promptjuggler/webhook/"
+    _, message = run_refused("promptjuggler_send_test_webhook", url_, "--timeout", "2")
+    assert message == (
+        f"No answer from {url_}: could not connect to 127.0.0.1:{port}: Connection refused."
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_explains_a_redirect(live_server) -> None:
+    endpoint = live_server.url + reverse("promptjuggler_django:webhook").rstrip("/")
+    _, message = run_refused("promptjuggler_send_test_webhook", endpoint)
+    assert message == (
+        f"The endpoint answered 301 and redirects to {reverse('promptjuggler_django:webhook')}: "
+        "use the final URL (a redirect may lose the body or the signature)."
+    )
+
+
+def answer(status: int, body: bytes, content_type: str = "application/json") -> Any:
+    from promptjuggler_django.management.webhook_probe import read_answer
+
+    response = httpx.Response(status, content=body, headers={"Content-Type": content_type})
+    return read_answer(response, secret_source="--secret")
+
+
+def test_a_code_of_a_newer_version_is_passed_on() -> None:
+    read = answer(400, b'{"error": "replayed", "detail": "Seen \\u001b[31mbefore."}')
+    assert read.refusal == "replayed"
+    assert read.problem == "The endpoint answered 400 (replayed): Seen  [31mbefore."
+
+
+def test_a_200_that_is_not_the_webhook_endpoint() -> None:
+    read = answer(200, b"<html>Welcome</html>", "text/html; charset=utf-8")
+    assert read.problem is not None and "not as the webhook endpoint does" in read.problem
+    assert read.shown_body == "(a text/html body of 20 bytes, not shown)"

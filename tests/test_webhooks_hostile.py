@@ -21,6 +21,7 @@ from django.test import Client
 
 from promptjuggler_django import signature
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, WebhookDelivery
+from promptjuggler_django.webhooks import REFUSAL_STATUS, Refusal
 
 from .webhook_support import (
     NOW,
@@ -196,8 +197,9 @@ def snapshot() -> list[Any]:
 
 @pytest.fixture
 def quiet_security_log():
-    """10,000 refusals would print 10,000 tracebacks; the security suite checks the log."""
-    loggers = [logging.getLogger(name) for name in ("django.security", "django.request")]
+    """10,000 refusals would log 10,000 lines; the security suite checks the log."""
+    names = ("django.security", "django.request", "promptjuggler_django.webhooks")
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
@@ -225,6 +227,8 @@ def test_hostile_requests_change_nothing_and_never_get_a_5xx(settings) -> None:
         assert response.status_code in (400, 405, 413), (
             f"request {index} (seed {SEED}): {method} {target} -> {response.status_code}"
         )
+        reason = Refusal(response.json()["error"])  # every refusal says why
+        assert REFUSAL_STATUS[reason] == response.status_code
     assert sum(statuses.values()) >= 10_000
     assert set(statuses) == {400, 405, 413}, statuses
     assert snapshot() == before

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,8 +90,10 @@ __all__ = [
     "ServerError",
     "UnprocessableEntity",
     "UploadFile",
+    "host_of",
     "parse_retry_after",
     "remote_file_name",
+    "transport_words",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,6 +138,8 @@ class PromptJugglerClient:
             raise ValueError("max_retries, backoff and backoff_max must be >= 0, chunk_size > 0")
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
+        #: ``host[:port]`` of ``base_url``, named by connection errors (never its user info).
+        self.host = host_of(self.base_url)
         self.timeout = timeout or httpx.Timeout(connect=5.0, read=60.0, write=60.0, pool=5.0)
         self.max_retries = max_retries
         self.backoff = backoff
@@ -368,8 +373,16 @@ class PromptJugglerClient:
     def _classify(
         self, exc: httpx.RequestError, method: str, path: str, progress: BodyProgress | None
     ) -> PromptJugglerError:
-        """Map an httpx failure to "not sent" or "outcome unknown" by how far the request got."""
-        what = f"{method} {path}: {type(exc).__name__}: {self._redact(str(exc) or 'no detail')}"
+        """Map an httpx failure to "not sent" or "outcome unknown" by how far the request got.
+
+        A failure to connect names the host and the setting it came from: "Connection refused"
+        alone does not say whether PromptJuggler is down or ``BASE_URL`` is wrong.
+        """
+        detail = self._redact(transport_words(exc))
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            what = f"{method} {path}: could not connect to {self.host} (BASE_URL): {detail}"
+        else:
+            what = f"{method} {path}: {type(exc).__name__}: {detail}"
         kw = {"method": method, "path": path}
         if isinstance(exc, _NEVER_SENT):
             return RequestNotSent(f"{what} (not sent)", **kw)
@@ -436,6 +449,26 @@ _NEVER_SENT = (
     httpx.LocalProtocolError,
     httpx.ProxyError,
 )
+
+
+#: The ``[Errno 111] `` in front of an OS error's words, which says nothing to a reader.
+_ERRNO = re.compile(r"^\[Errno -?\d+\] ")
+
+
+def host_of(url: str) -> str:
+    """``host`` or ``host:port`` of ``url`` (the port only when it is not the scheme's
+    default), never its user info: what a message about a failed connection names."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "the configured host"
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{host}:{parsed.port}" if parsed.port is not None else host
+
+
+def transport_words(exc: Exception) -> str:
+    """What a transport error says, without the ``[Errno N]`` prefix ("Connection refused")."""
+    return _ERRNO.sub("", str(exc)).strip() or type(exc).__name__
 
 
 @dataclass

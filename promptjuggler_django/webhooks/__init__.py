@@ -8,10 +8,14 @@ Answers:
 - **200** for every verified delivery, whatever it held (applied, stale, duplicate, unknown
   object, unrecognised or invalid body): each is logged as a :class:`WebhookDelivery`. A body
   that verified came from PromptJuggler, and a 4xx would only make it retry what no retry fixes.
-- **400** when the signature does not verify: nothing is stored, one line is logged to
-  ``django.security.WebhookValidationError``.
+- **400** when the signature does not verify (or the body could not be read): nothing is
+  stored, one line is logged to ``django.security.WebhookValidationError`` and a WARNING to
+  this module's logger.
 - **413** for a body over ``WEBHOOK_MAX_BODY_BYTES``, **405** for methods other than POST (HEAD
   and OPTIONS are answered), **503** while no webhook secret is configured.
+
+Every refusal's body is ``{"error": "<code>", "detail": "<plain words>"}``, the code a
+:class:`Refusal`, so that tools can explain it; never an HTML page, not even under ``DEBUG``.
 - **500** only when applying a verified delivery failed: the effect rolled back, an ``error``
   row is logged, and PromptJuggler's retry (if it retries) is applied again.
 
@@ -39,8 +43,12 @@ from ..events import EVENT_FAMILIES
 from ..models import WebhookDelivery
 from . import _deliveries
 from ._deliveries import dedupe_key, log_copy, prune_deliveries, receive
+from ._refusals import REFUSAL_STATUS, SENDER_HINTS, Refusal, signature_refusal
 
 __all__ = [
+    "REFUSAL_STATUS",
+    "SENDER_HINTS",
+    "Refusal",
     "WebhookValidationError",
     "WebhookView",
     "dedupe_key",
@@ -55,6 +63,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: How loud each refusal is on this module's logger. A missing secret breaks every delivery;
+#: a GET from a browser or a monitor is only noise.
+REFUSAL_LOG_LEVELS: dict[Refusal, int] = {
+    **dict.fromkeys(Refusal, logging.WARNING),
+    Refusal.NOT_CONFIGURED: logging.ERROR,
+    Refusal.METHOD_NOT_ALLOWED: logging.INFO,
+}
+
 EventType = WebhookDelivery.EventType
 
 #: Outcomes answered with 200; ``error`` gets a 500 so that a retry can apply it again.
@@ -64,10 +80,16 @@ OK_OUTCOMES = frozenset(WebhookDelivery.Outcome.values) - {WebhookDelivery.Outco
 class WebhookValidationError(SuspiciousOperation):
     """A delivery that could not be verified.
 
-    A :class:`~django.core.exceptions.SuspiciousOperation`, so Django answers 400 and logs the
-    message to ``django.security.WebhookValidationError``. The message says what failed, never
-    the header's value or a secret.
+    A :class:`~django.core.exceptions.SuspiciousOperation`: the view answers it with a JSON 400
+    and logs the message to ``django.security.WebhookValidationError``, as Django does for one
+    raised elsewhere. The message says what failed, never the header's value or a secret;
+    ``reason`` is its :class:`Refusal` code.
     """
+
+    def __init__(self, message: str, reason: Refusal = Refusal.MALFORMED) -> None:
+        super().__init__(message)
+        #: The code the answer carries.
+        self.reason = reason
 
 
 class WebhookView(View):
@@ -116,20 +138,23 @@ class WebhookView(View):
         """Size, then signature, then the delivery log; see the module docstring for answers."""
         secrets = self.get_secrets()
         if not secrets:
-            logger.error(
-                "PromptJuggler webhook refused: no secret is configured. Set "
-                'settings.PROMPTJUGGLER["WEBHOOK_SECRETS"].'
+            return self.refuse(
+                request,
+                Refusal.NOT_CONFIGURED,
+                'No webhook secret is configured: set settings.PROMPTJUGGLER["WEBHOOK_SECRETS"].',
             )
-            return HttpResponse(status=503)
-        body = self.read_body(request)
-        if body is None:
-            logger.warning(
-                "PromptJuggler webhook refused: body over %d bytes "
-                '(settings.PROMPTJUGGLER["WEBHOOK_MAX_BODY_BYTES"]).',
-                pj_settings.WEBHOOK_MAX_BODY_BYTES,
-            )
-            return HttpResponse(status=413)
-        verified = self.verify(request, body, secrets)
+        try:
+            body = self.read_body(request)
+            if body is None:
+                return self.refuse(
+                    request,
+                    Refusal.TOO_LARGE,
+                    f"The body is over {pj_settings.WEBHOOK_MAX_BODY_BYTES} bytes "
+                    '(settings.PROMPTJUGGLER["WEBHOOK_MAX_BODY_BYTES"]).',
+                )
+            verified = self.verify(request, body, secrets)
+        except WebhookValidationError as exc:
+            return self.refuse(request, exc.reason, str(exc), security=exc)
         outcome = _deliveries.receive(
             body, verified, expected=self.event_type, headers=self.headers_to_log(request)
         )
@@ -149,7 +174,9 @@ class WebhookView(View):
         try:
             body = request.read(limit + 1)
         except OSError:  # the client went away mid-body
-            raise WebhookValidationError("The webhook body could not be read.") from None
+            raise WebhookValidationError(
+                "The webhook body could not be read.", Refusal.UNREADABLE
+            ) from None
         return None if len(body) > limit else body
 
     def verify(
@@ -161,8 +188,47 @@ class WebhookView(View):
         tolerance = pj_settings.WEBHOOK_TOLERANCE
         verified = signature.verify(body, header, secrets, tolerance=tolerance, now=now)
         if verified is None:
-            raise WebhookValidationError(_failure_reason(header, now, tolerance))
+            reason, message = signature_refusal(header, now, tolerance)
+            raise WebhookValidationError(message, reason)
         return verified
+
+    def http_method_not_allowed(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        response = self.refuse(
+            request, Refusal.METHOD_NOT_ALLOWED, f"{request.method} is not allowed: use POST."
+        )
+        allowed = [m.upper() for m in self.http_method_names if hasattr(self, m)]
+        response["Allow"] = ", ".join(allowed)
+        return response
+
+    def refuse(
+        self,
+        request: HttpRequest,
+        reason: Refusal,
+        detail: str,
+        *,
+        security: WebhookValidationError | None = None,
+    ) -> HttpResponse:
+        """Log a refusal and answer it with its code: ``{"error": reason, "detail": detail}``.
+
+        A failed verification also goes to ``django.security.WebhookValidationError`` (where
+        Django logs every :class:`~django.core.exceptions.SuspiciousOperation`), without a
+        traceback: there is nothing to debug in a wrong signature.
+        """
+        if security is not None:
+            logging.getLogger(f"django.security.{type(security).__name__}").error(
+                detail, extra={"status_code": REFUSAL_STATUS[reason], "request": request}
+            )
+        logger.log(
+            REFUSAL_LOG_LEVELS[reason],
+            "PromptJuggler webhook refused (%s) at %s: %s",
+            reason,
+            request.path,
+            detail,
+            extra={"webhook_refusal": str(reason)},
+        )
+        return JsonResponse({"error": str(reason), "detail": detail}, status=REFUSAL_STATUS[reason])
 
     def headers_to_log(self, request: HttpRequest) -> dict[str, str]:
         logged = {}
@@ -171,23 +237,6 @@ class WebhookView(View):
             if value:
                 logged[name] = "".join(c for c in value if c.isprintable())[:500]
         return logged
-
-
-def _failure_reason(header: str | None, now: float, tolerance: float) -> str:
-    """Why verification failed, for the security log (clock skew is the usual surprise)."""
-    if header is None:
-        return f"No {signature.HEADER} header."
-    parsed = signature.parse_header(header)
-    if parsed is None:
-        return f"Malformed {signature.HEADER} header."
-    ahead = parsed[0] - now
-    if abs(ahead) > tolerance:
-        direction = "ahead of" if ahead > 0 else "behind"
-        return (
-            f"{signature.HEADER} timestamp is {abs(ahead):.0f} s {direction} this server's "
-            f"clock (tolerance {tolerance} s)."
-        )
-    return f"{signature.HEADER} matches no configured webhook secret."
 
 
 #: The per-event URLs: path segment → (URL name, the event type it takes).

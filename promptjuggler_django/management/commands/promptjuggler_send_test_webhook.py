@@ -3,49 +3,25 @@
 For checking a deployment end to end (reverse proxy, secret, URL) without waiting for a real
 document to finish: the body has PromptJuggler's shape and is signed with a configured secret
 (or ``--secret``). A random ``--id`` ends as ``unknown_object`` in the log, which proves the
-path works without touching any row; pass a real remote id to move that row.
+path works without touching any row; pass a real remote id to move that row. A refusal is
+explained from its reason code in plain words; a body that is not JSON is never printed.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
-import httpx
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import pj_settings
-from ...signature import HEADER, sign
 from ..arguments import bounded_float
+from ..webhook_probe import EVENTS, build_delivery, send_delivery
 
 #: The longest --timeout accepted, in seconds.
 MAX_TIMEOUT = 600.0
 
-#: The body PromptJuggler sends for each event (no event name is sent: the shape tells).
-EVENTS = ("document", "knowledge-base", "run")
-DEFAULT_STATUS = {"document": "ready", "knowledge-base": "ready", "run": "completed"}
-
-
-def build_body(
-    event: str,
-    object_id: str,
-    status: str,
-    *,
-    chunk_count: int = 1,
-    document_count: int = 1,
-) -> dict[str, Any]:
-    """The JSON body of ``event`` as PromptJuggler shapes it."""
-    if event == "document":
-        return {"id": object_id, "status": status, "chunkCount": chunk_count}
-    if event == "knowledge-base":
-        return {
-            "id": object_id,
-            "status": status,
-            "documentCount": document_count,
-            "chunkCount": chunk_count,
-        }
-    return {"id": object_id, "status": status}
+#: Where the signing secret came from, as the hint of a mismatch names it.
+CONFIGURED_SECRET = 'the first of settings.PROMPTJUGGLER["WEBHOOK_SECRETS"]'
 
 
 class Command(BaseCommand):
@@ -94,41 +70,29 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        secret = options["secret"]
+        secret, source = options["secret"], "--secret"
         if not secret:
             secrets = pj_settings.webhook_secrets
             if not secrets:
                 raise CommandError(
                     'No secret: pass --secret or set settings.PROMPTJUGGLER["WEBHOOK_SECRETS"].'
                 )
-            secret = secrets[0]
-        event = options["event"]
-        object_id = options["object_id"] or str(uuid.uuid4())
-        status = options["status"] or DEFAULT_STATUS[event]
-        body = json.dumps(
-            build_body(
-                event,
-                object_id,
-                status,
-                chunk_count=options["chunk_count"],
-                document_count=options["document_count"],
-            ),
-            separators=(",", ":"),
-        ).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "promptjuggler-django test webhook",
-            HEADER: sign(body, secret, options["timestamp"]),
-        }
-        self.stdout.write(f"POST {options['url']}\n{body.decode()}")
-        try:
-            response = httpx.post(
-                options["url"], content=body, headers=headers, timeout=options["timeout"]
-            )
-        except httpx.HTTPError as exc:
-            raise CommandError(f"No answer from {options['url']}: {exc}") from None
-        self.stdout.write(
-            f"{response.status_code} {response.reason_phrase}\n{response.text[:2000]}"
+            secret, source = secrets[0], CONFIGURED_SECRET
+        delivery = build_delivery(
+            options["url"],
+            secret,
+            event=options["event"],
+            object_id=options["object_id"],
+            status=options["status"],
+            chunk_count=options["chunk_count"],
+            document_count=options["document_count"],
+            timestamp=options["timestamp"],
         )
-        if not response.is_success:
-            raise CommandError(f"The endpoint answered {response.status_code}.")
+        self.stdout.write(f"POST {delivery.url}\n{delivery.body.decode()}")
+        answer = send_delivery(delivery, timeout=options["timeout"], secret_source=source)
+        if answer.status_code is not None:
+            self.stdout.write(f"{answer.status_code} {answer.reason_phrase}")
+            if answer.shown_body:
+                self.stdout.write(answer.shown_body)
+        if answer.problem is not None:
+            raise CommandError(answer.problem)
