@@ -10,10 +10,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def configure(
-    *, storage: dict[str, Any], promptjuggler: dict[str, Any], database: str = ":memory:"
+    *,
+    storage: dict[str, Any],
+    promptjuggler: dict[str, Any],
+    database: str | dict[str, Any] = ":memory:",
 ) -> None:
-    """Configure and set up Django on SQLite (in memory, or the file ``database``) with
-    ``storage``, then migrate.
+    """Configure and set up Django with ``storage``, then migrate: on SQLite (in memory, or the
+    file named ``database``) or on the database whose settings ``database`` is.
 
     Tasks go to the dummy backend: a benchmark calls the sync engine itself.
     """
@@ -29,7 +32,11 @@ def configure(
             "django.contrib.auth",
             "promptjuggler_django",
         ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database}},
+        DATABASES={
+            "default": database
+            if isinstance(database, dict)
+            else {"ENGINE": "django.db.backends.sqlite3", "NAME": database}
+        },
         USE_TZ=True,
         STORAGES={"default": storage},
         TASKS={"default": {"BACKEND": f"{tasks_module}.backends.dummy.DummyBackend"}},
