@@ -274,9 +274,10 @@ def test_push_statements_per_batch_do_not_grow(fake_promptjuggler, settings, bat
     synced = KnowledgeDocument.objects.filter(knowledge_base=kb, sync_state=SyncState.SYNCED)
     assert synced.count() == 10 * batches
     # The claim (read, update), the store (one executemany), their savepoints, and once per run
-    # the first batch's knowledge-base read and the read of the earliest waiting retry (to
+    # the first batch's knowledge-base read, the last claim's two empty reads (past the last
+    # row claimed, then from the start) and the read of the earliest waiting retry (to
     # reschedule it): the same every batch, whatever the backlog.
-    assert len(queries.captured_queries) <= 5 + 9 * batches, len(queries.captured_queries)
+    assert len(queries.captured_queries) <= 7 + 9 * batches, len(queries.captured_queries)
 
 
 def test_claim_reads_due_rows_in_index_order(fake_promptjuggler) -> None:
@@ -335,3 +336,27 @@ def test_varied_polled_statuses_are_stored_in_one_bulk_update(
     kb = polled_changes(fake_promptjuggler, 5)
     assert sync.refresh_knowledge_base(kb).status_changes == 5
     assert set(KnowledgeDocument.objects.values_list("remote_status", flat=True)) == {"ready"}
+
+
+def test_each_claim_reads_on_from_the_last_row_claimed(fake_promptjuggler, settings) -> None:
+    """A claim starts its index scan after the run's last claimed row (claimed rows' old index
+    entries stay until vacuum: a scan from the start would step over all of them), and reads
+    from the start only once nothing is left ahead."""
+    from promptjuggler_django import sync
+
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "BATCH_MAX_FILES": 10}
+    kb = KnowledgeBase.objects.create(slug="kb_test")
+    queue_documents(kb, 30)
+    pks = list(KnowledgeDocument.objects.order_by("pk").values_list("pk", flat=True))
+    with CaptureQueriesContext(connection) as queries:
+        report = sync.push_due(knowledge_base_ids=[kb.pk])
+    assert report.attempted == 30
+    order = f'ORDER BY "{KnowledgeDocument._meta.db_table}"."knowledge_base_id" ASC'
+    claims = [sql for sql in claim_statements(queries.captured_queries) if order in sql]
+    assert len(claims) == 3 + 3  # three batches; then ahead in the knowledge base, past it, all
+    id_column = f'"{KnowledgeDocument._meta.db_table}"."id" >'
+    assert id_column not in claims[0]
+    assert f"{id_column} {pks[9]}" in claims[1] and f"{id_column} {pks[19]}" in claims[2]
+    assert f"{id_column} {pks[29]}" in claims[3]
+    assert '"knowledge_base_id" >' in claims[4]
+    assert id_column not in claims[5] and '"knowledge_base_id" >' not in claims[5]

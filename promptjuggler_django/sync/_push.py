@@ -109,6 +109,8 @@ class _Scope:
     relist: set[int] = field(default_factory=set)
     #: Read once per run: a renamed knowledge base keeps its old slug as an alias remotely.
     knowledge_bases: dict[int, KnowledgeBase] = field(default_factory=dict)
+    #: (knowledge base id, pk) of the last row claimed: the next claim reads on from there.
+    after: tuple[int, int] | None = None
 
     def lower_batch(self, files: int) -> None:
         """Claim at most ``files`` documents per batch for the rest of this run."""
@@ -286,9 +288,7 @@ def _claim_batch(scope: _Scope, using: str) -> Claim | None:
     if scope.max_files is not None:
         max_files = min(max_files, scope.max_files)
     with transaction.atomic(using=using):
-        # No select_related: one knowledge base per batch, not one instance per row.
-        qs = scope.queryset(using, now).order_by("knowledge_base_id", "pk")
-        rows = list(locked_rows(qs, using, skip_locked=True)[:max_files])
+        rows = _due_rows(scope, using, now, max_files)
         if not rows:
             return None
         kb_id = rows[0].knowledge_base_id
@@ -323,7 +323,35 @@ def _claim_batch(scope: _Scope, using: str) -> Claim | None:
     cache_kb = KnowledgeDocument._meta.get_field("knowledge_base").set_cached_value
     for row in batch:
         cache_kb(row, kb)  # as select_related would, with one instance for the batch
+    if batch:
+        scope.after = (kb_id, batch[-1].pk)
     return Claim(kb, batch, token)
+
+
+def _due_rows(scope: _Scope, using: str, now: datetime, limit: int) -> list[KnowledgeDocument]:
+    """Up to ``limit`` due rows in (knowledge base, pk) order, locked (skipping locked ones).
+
+    Each claim reads on from the last row the run claimed, with bounds an index scan starts
+    from: the rest of that knowledge base, then the next ones. Claimed rows leave the claim's
+    partial index, but their old entries stay until the table is vacuumed, so a scan from the
+    start would step over every row claimed so far and a long backlog would slow down as it
+    drains. Only when nothing is left ahead does the claim read from the start, which finds
+    what came due behind (a document queued again): the run ends only when that read is empty.
+    """
+    # No select_related: one knowledge base per batch, not one instance per row.
+    qs = scope.queryset(using, now).order_by("knowledge_base_id", "pk")
+
+    def first(candidates: QuerySet[KnowledgeDocument]) -> list[KnowledgeDocument]:
+        return list(locked_rows(candidates, using, skip_locked=True)[:limit])
+
+    if scope.after is not None:
+        kb_id, pk = scope.after
+        rows = first(qs.filter(knowledge_base_id=kb_id, pk__gt=pk)) or first(
+            qs.filter(knowledge_base_id__gt=kb_id)
+        )
+        if rows:
+            return rows
+    return first(qs)
 
 
 # -- sending ---------------------------------------------------------------------------------
