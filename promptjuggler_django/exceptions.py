@@ -30,6 +30,10 @@ class RequestNotSent(PromptJugglerError):
     """No complete request reached the server (connect failure, pool timeout, or the body broke
     off before its end). The API cannot have acted on it: sending it again is safe."""
 
+    #: True when not a byte of the request left (a connect failure, a pool timeout): the only
+    #: proof the client accepts before sending a create-run POST again.
+    nothing_sent: bool = False
+
 
 class OutcomeUnknown(PromptJugglerError):
     """The whole request was sent, then the connection timed out or broke before an answer.

@@ -1,4 +1,4 @@
-"""Local mirrors of PromptJuggler knowledge bases and documents, plus the two outboxes.
+"""Local mirrors of PromptJuggler knowledge bases, documents and runs, plus the two outboxes.
 
 Fields that mirror PromptJuggler (``remote_*``, ``status``, counts) are kept apart from the local
 push state (``sync_state``, attempts, errors). The database row is the source of truth: every
@@ -203,6 +203,120 @@ class KnowledgeDocument(models.Model):
     @property
     def is_searchable(self) -> bool:
         return self.remote_status == "ready"
+
+
+class RunKind(models.TextChoices):
+    """What a run runs: a published prompt or a published workflow."""
+
+    PROMPT = "prompt", _("Prompt")
+    WORKFLOW = "workflow", _("Workflow")
+
+
+class RunSendState(models.TextChoices):
+    """How far the app got in starting a run. Creating a run is not idempotent (a second POST
+    starts a second, billed run), so only a send that provably started nothing is retried."""
+
+    #: Waiting to be sent (new, or a connect failure / 429 scheduled at ``next_attempt_at``).
+    QUEUED = "queued", _("Queued")
+    #: A worker is sending the create request; ``next_attempt_at`` is the lease's end.
+    SENDING = "sending", _("Sending")
+    #: PromptJuggler answered with the run's id: ``remote_id`` and ``thread`` are set.
+    STARTED = "started", _("Started")
+    #: A definite refusal (404 unknown prompt or version, 422 bad inputs); ``last_error`` says why.
+    FAILED = "failed", _("Failed")
+    #: The request may have reached PromptJuggler (timeout, reset or 5xx after sending): a run may
+    #: exist. A person decides; sending again could start a second run.
+    NEEDS_REVIEW = "needs_review", _("Needs review")
+
+
+class Run(models.Model):
+    """A prompt or workflow run the app started (or will start), and its fetched result.
+
+    The request (``slug``, ``version``, ``inputs``, …) is recorded first, in the caller's
+    transaction; ``remote_*``, the result, usage and cost mirror what PromptJuggler reported;
+    ``send_state``, ``attempts``, ``last_error`` and ``next_attempt_at`` are the local send
+    bookkeeping. Per-run ``envVars`` are deliberately not stored: they may hold secrets.
+    """
+
+    kind = models.CharField(_("kind"), max_length=16, choices=RunKind.choices)
+    slug = models.CharField(_("slug"), max_length=200)
+    #: A revision number (``"3"``), a tag (``"production"``) or ``"__latest__"``.
+    version = models.CharField(_("version"), max_length=100, default="__latest__")
+    inputs = models.JSONField(_("inputs"), default=dict, blank=True)
+    #: The conversation: given to continue one, else learned from the create answer.
+    thread = models.UUIDField(_("thread"), null=True, blank=True)
+    priority = models.CharField(_("priority"), max_length=16, blank=True)
+    environment = models.CharField(_("environment"), max_length=200, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+    #: Prompt runs only: the memory channel within the thread (empty: PromptJuggler's default).
+    channel = models.CharField(_("channel"), max_length=200, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="promptjuggler_runs",
+        verbose_name=_("owner"),
+    )
+
+    # -- mirrored from PromptJuggler ----------------------------------------------------------
+    remote_id = models.UUIDField(_("remote id"), null=True, blank=True, unique=True)
+    #: ``pending``, ``completed``, ``failed`` or a newer string, verbatim; empty until started.
+    remote_status = models.CharField(_("remote status"), max_length=MAX_STATUS_LENGTH, blank=True)
+    status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)
+    #: Prompt runs: the answer text; empty for a turn of only tool calls, or before
+    #: ``result_fetched_at``.
+    output = models.TextField(_("output"), blank=True)
+    emitted = models.JSONField(_("emitted"), default=list, blank=True)
+    transcript = models.JSONField(_("transcript"), default=list, blank=True)
+    #: Workflow runs: output node name → text.
+    outputs = models.JSONField(_("outputs"), default=dict, blank=True)
+    #: Workflow runs: node messages (non-empty does not mean failed).
+    errors = models.JSONField(_("errors"), default=list, blank=True)
+    #: The latest failed attempt's message, kept by PromptJuggler even when a retry recovered.
+    error = models.TextField(_("error"), blank=True)
+    token_usage = models.JSONField(_("token usage"), null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(_("tokens"), null=True, blank=True)
+    cost = models.DecimalField(_("cost"), max_digits=18, decimal_places=8, null=True, blank=True)
+    remote_created_at = models.DateTimeField(_("remote created at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    result_fetched_at = models.DateTimeField(_("result fetched at"), null=True, blank=True)
+
+    # -- local send state -------------------------------------------------------------------
+    send_state = models.CharField(
+        _("send state"), max_length=16, choices=RunSendState.choices, default=RunSendState.QUEUED
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("run")
+        verbose_name_plural = _("runs")
+        ordering = ("-created_at", "-pk")
+        indexes = [
+            models.Index(fields=["send_state", "next_attempt_at"], name="pj_run_state_next"),
+            models.Index(fields=["remote_status", "created_at"], name="pj_run_status_created"),
+            models.Index(fields=["owner", "-created_at"], name="pj_run_owner_created"),
+            models.Index(fields=["thread", "created_at"], name="pj_run_thread_created"),
+            models.Index(fields=["-created_at", "-id"], name="pj_run_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.slug}@{self.version} #{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        """PromptJuggler reported a terminal status (``completed`` or ``failed``)."""
+        return self.remote_status in TERMINAL_RUN_STATUSES
+
+
+#: Remote run statuses after which a run changes no more.
+TERMINAL_RUN_STATUSES = frozenset({"completed", "failed"})
 
 
 class RemoteDeletion(models.Model):

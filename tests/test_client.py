@@ -192,9 +192,9 @@ def echo_upload(ex: Exchange) -> None:
 class LoopbackServer:
     """Serves scripted behaviours in order, then ``default``; records every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(16)
         self.sock.settimeout(0.1)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"

@@ -151,3 +151,57 @@ def test_sdk_verifies_emulator_signed_webhooks(sdk, fake):
         # The SDK wants the body as str (it silently fails on bytes).
         assert verify_webhook_signature(delivery.body.decode(), delivery.header, SECRET)
         assert not verify_webhook_signature(delivery.body.decode(), delivery.header, "whsec_other")
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+def test_sdk_runs_a_prompt_and_reads_it_back(sdk, fake):
+    from promptjuggler import CreatePromptRunResponse, PromptRun
+
+    fake.add_prompt("ask", tags={"production": 1}, inputs=("question",))
+    created = sdk.run_prompt(
+        "ask", "production", {"question": "Vacation?"}, metadata={"local_run": "5", "t": ["a"]}
+    )
+    assert isinstance(created, CreatePromptRunResponse)
+    stored = fake.run(created.id)
+    assert stored is not None and stored.metadata == {"local_run": "5", "t": ["a"]}
+    pending = sdk.get_prompt_run(created.id)
+    assert isinstance(pending, PromptRun)
+    assert (pending.status, pending.finished_at, pending.cost) == ("pending", None, None)
+    fake.finish_run(created.id, output="25 days.", emitted=[{"tool": "cite", "payload": {"n": 1}}])
+    run = sdk.get_prompt_run(str(created.id))
+    assert (run.status, run.output) == ("completed", "25 days.")
+    assert run.finished_at is not None and run.token_usage is not None
+    assert run.cost is not None and run.cost.total > 0
+    assert [e.tool for e in run.emitted] == ["cite"]
+    assert len(run.transcript) == 2  # text, then the emitted data: the SDK parses both kinds
+    follow_up = sdk.run_prompt("ask", 1, {"question": "And sick days?"}, thread=created.thread)
+    assert follow_up.thread == created.thread
+
+
+def test_sdk_runs_a_workflow_and_reads_it_back(sdk, fake):
+    from promptjuggler import WorkflowRun
+
+    fake.add_workflow("triage", outputs={"label": "billing", "note": None})
+    created = sdk.run_workflow("triage", "__latest__", {"ticket": "refund"}, priority="low")
+    assert fake.run(created.id).priority == "low"
+    fake.finish_run(created.id)
+    run = sdk.get_workflow_run(created.id)
+    assert isinstance(run, WorkflowRun)
+    assert (run.status, run.outputs, run.errors) == (
+        "completed",
+        {"label": "billing", "note": None},
+        [],
+    )
+
+
+def test_sdk_sees_the_emulators_run_refusals(sdk, fake):
+    fake.add_prompt("ask", inputs=("question",))
+    with pytest.raises(ApiError) as info:
+        sdk.run_prompt("missing", 1, {})
+    assert info.value.status_code == 404
+    with pytest.raises(ApiError) as info:
+        sdk.run_prompt("ask", 1, {"other": "x"})
+    assert info.value.status_code == 422
+    assert fake.runs() == []

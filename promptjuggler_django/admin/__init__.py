@@ -1,3 +1,3 @@
-"""Admin for knowledge bases, documents, remote deletions and the webhook delivery log."""
+"""Admin for knowledge bases, documents, remote deletions, runs and the webhook delivery log."""
 
-from . import documents, webhooks  # noqa: F401  (each module registers its ModelAdmins)
+from . import documents, runs, webhooks  # noqa: F401  (each module registers its ModelAdmins)

@@ -1,4 +1,4 @@
-"""An httpx client for PromptJuggler's four knowledge-base endpoints.
+"""An httpx client for PromptJuggler's knowledge-base and run endpoints.
 
 What it adds over a bare HTTP call, and why:
 
@@ -12,6 +12,13 @@ What it adds over a bare HTTP call, and why:
 * **Retries where they are safe.** GET and DELETE are idempotent and are retried on network
   failures, 408, 429 and 5xx with capped exponential backoff, full jitter and ``Retry-After``.
   An upload is only sent again when the server cannot have received it whole.
+* **Runs are never started twice by the client.** Creating a prompt or workflow run is not
+  idempotent (no idempotency key: a second POST starts a second, billed run), so
+  :meth:`~PromptJugglerClient.create_prompt_run` and
+  :meth:`~PromptJugglerClient.create_workflow_run` are sent again only when no byte of the
+  request left (a connect failure, a pool timeout) or on a 429, which PromptJuggler answers
+  without starting anything. Every other failure raises at once: a timeout or reset after sending
+  is :class:`OutcomeUnknown` (a run may exist), a 5xx a :class:`ServerError` (it may too).
 * **No secret leaks.** The API key is only ever in the ``Authorization`` header: never in a repr,
   a log line or an exception (exceptions are raised outside the ``except`` block so they carry no
   httpx exception, whose request holds the headers).
@@ -19,11 +26,12 @@ What it adds over a bare HTTP call, and why:
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -63,6 +71,8 @@ from ._multipart import (
 from ._shapes import (
     RemoteDocument,
     RemoteKnowledgeBase,
+    RemoteRun,
+    RunCreated,
     ShapeError,
     error_message,
     parse_document,
@@ -70,6 +80,8 @@ from ._shapes import (
     parse_json,
     parse_knowledge_base,
     parse_retry_after,
+    parse_run,
+    parse_run_created,
 )
 
 __all__ = [
@@ -86,7 +98,9 @@ __all__ = [
     "RateLimited",
     "RemoteDocument",
     "RemoteKnowledgeBase",
+    "RemoteRun",
     "RequestNotSent",
+    "RunCreated",
     "ServerError",
     "UnprocessableEntity",
     "UploadFile",
@@ -290,6 +304,87 @@ class PromptJugglerClient:
             return False
         return True
 
+    # -- the four run endpoints --------------------------------------------------------------
+
+    def create_prompt_run(
+        self,
+        slug: str,
+        version: int | str,
+        inputs: Mapping[str, str],
+        *,
+        thread: UUID | str | None = None,
+        priority: str | None = None,
+        environment: str | None = None,
+        metadata: Mapping[str, str | Sequence[str]] | None = None,
+        channel: str | None = None,
+        env_vars: Mapping[str, str] | None = None,
+    ) -> RunCreated:
+        """Start a run of prompt ``slug`` at ``version`` (a number, a tag or ``"__latest__"``).
+
+        **Not idempotent**: retried only when nothing was sent (connect failure) or on a 429
+        (see the module docstring); a timeout after sending raises :class:`OutcomeUnknown` and a
+        run may exist. ``env_vars`` may hold secrets: they go in the body, never in an error.
+        """
+        body = _run_body(inputs, thread, priority, environment, metadata, env_vars)
+        if channel is not None:
+            body["channel"] = channel
+        path = f"/api/v1/prompts/{_segment(slug, 'prompt slug')}/{_version(version)}/runs"
+        return self._create_run(path, body)
+
+    def create_workflow_run(
+        self,
+        slug: str,
+        version: int | str,
+        inputs: Mapping[str, str],
+        *,
+        thread: UUID | str | None = None,
+        priority: str | None = None,
+        environment: str | None = None,
+        metadata: Mapping[str, str | Sequence[str]] | None = None,
+        env_vars: Mapping[str, str] | None = None,
+    ) -> RunCreated:
+        """Start a run of workflow ``slug`` at ``version``; retried as :meth:`create_prompt_run`."""
+        body = _run_body(inputs, thread, priority, environment, metadata, env_vars)
+        path = f"/api/v1/workflows/{_segment(slug, 'workflow slug')}/{_version(version)}/runs"
+        return self._create_run(path, body)
+
+    def get_prompt_run(self, run_id: UUID | str) -> RemoteRun:
+        """A prompt run: status, ``output``, ``emitted``, ``transcript``, usage and cost."""
+        path = f"/api/v1/promptruns/{_uuid_segment(run_id, 'run id')}"
+        answer = self._request_idempotent("GET", path)
+        return self._parse(parse_run, answer, "GET", path)
+
+    def get_workflow_run(self, run_id: UUID | str) -> RemoteRun:
+        """A workflow run: status, ``outputs``, ``errors``, usage and cost."""
+        path = f"/api/v1/workflowruns/{_uuid_segment(run_id, 'run id')}"
+        answer = self._request_idempotent("GET", path)
+        return self._parse(parse_run, answer, "GET", path)
+
+    def _create_run(self, path: str, body: dict[str, Any]) -> RunCreated:
+        """POST a create-run body: sent again only when it provably started nothing."""
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        attempt = 0
+        while True:
+            try:
+                answer = self._send_once("POST", path, headers=headers, content=content)
+            except RequestNotSent as exc:
+                # Only "no byte left" is proof: a request cut while writing may be incomplete,
+                # but the client does not bet a billed run on where the cut fell.
+                if not exc.nothing_sent or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                self._wait(attempt, None, exc)
+                continue
+            except RateLimited as exc:
+                too_long = exc.retry_after is not None and exc.retry_after > self.backoff_max
+                if too_long or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                self._wait(attempt, exc.retry_after, exc)
+                continue
+            return self._parse(parse_run_created, answer, "POST", path)
+
     # -- transport ---------------------------------------------------------------------------
 
     def _request_idempotent(
@@ -319,6 +414,7 @@ class PromptJugglerClient:
         headers: dict[str, str] | None = None,
         body: MultipartBody | None = None,
         progress: BodyProgress | None = None,
+        content: bytes | None = None,
         read: Callable[[httpx.Response], Any] | None = None,
     ) -> _Answer:
         """One HTTP exchange: returns a 2xx answer, or raises a typed error.
@@ -328,11 +424,13 @@ class PromptJugglerClient:
         Typed errors are raised after the ``try`` so that they carry no httpx exception as their
         context: those hold the request, and the request holds the Authorization header.
         """
-        content = body.chunks(progress) if body is not None and progress is not None else None
+        chunks = body.chunks(progress) if body is not None and progress is not None else None
         started = time.monotonic()
         error: PromptJugglerError | None = None
         try:
-            request = self._http.build_request(method, path, headers=headers, content=content)
+            request = self._http.build_request(
+                method, path, headers=headers, content=chunks if chunks is not None else content
+            )
             response = self._http.send(request, stream=True)
             try:
                 if read is not None and response.is_success:
@@ -356,8 +454,8 @@ class PromptJugglerClient:
         except StreamError as exc:
             error = FileReadError(f"{method} {path}: {exc}", method=method, path=path)
         finally:
-            if content is not None:
-                content.close()
+            if chunks is not None:
+                chunks.close()
         elapsed = time.monotonic() - started
         if error is not None:
             logger.debug(
@@ -385,7 +483,9 @@ class PromptJugglerClient:
             what = f"{method} {path}: {type(exc).__name__}: {detail}"
         kw = {"method": method, "path": path}
         if isinstance(exc, _NEVER_SENT):
-            return RequestNotSent(f"{what} (not sent)", **kw)
+            error = RequestNotSent(f"{what} (not sent)", **kw)
+            error.nothing_sent = True
+            return error
         if progress is not None and not progress.complete:
             # httpcore swallows a write error to read an early answer; when none comes, the
             # server holds a truncated body it cannot have acted on.
@@ -512,11 +612,53 @@ def _capped_chunks(response: httpx.Response, limit: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _segment(value: str) -> str:
-    if not value:
-        raise ValueError("a knowledge-base slug or id is required")
+def _segment(value: str, what: str = "knowledge-base slug or id") -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"a {what} is required")
     return quote(value, safe="")
 
 
 def _document_id(value: UUID | str) -> str:
     return str(value if isinstance(value, UUID) else UUID(str(value)))
+
+
+def _uuid_segment(value: UUID | str, what: str) -> str:
+    try:
+        return _document_id(value)
+    except ValueError:
+        raise ValueError(f"a {what} must be a UUID, not {value!r}") from None
+
+
+def _version(value: int | str) -> str:
+    """A version path segment: a revision number, a tag such as ``production``, ``__latest__``."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        raise ValueError("a version is a revision number, a tag or '__latest__'")
+    return quote(str(value), safe="")
+
+
+def _run_body(
+    inputs: Mapping[str, str],
+    thread: UUID | str | None,
+    priority: str | None,
+    environment: str | None,
+    metadata: Mapping[str, str | Sequence[str]] | None,
+    env_vars: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The create-run JSON body; what the caller left out is left out (the API's defaults apply).
+
+    Values are sent as given: PromptJuggler, not the client, decides what it accepts (422).
+    """
+    if not isinstance(inputs, Mapping):
+        raise TypeError("inputs must be a mapping of input names to strings")
+    body: dict[str, Any] = {"inputs": dict(inputs)}
+    if thread is not None:
+        body["thread"] = _uuid_segment(thread, "thread")
+    if priority is not None:
+        body["priority"] = priority
+    if environment is not None:
+        body["environment"] = environment
+    if metadata is not None:
+        body["metadata"] = {k: v if isinstance(v, str) else list(v) for k, v in metadata.items()}
+    if env_vars is not None:
+        body["envVars"] = dict(env_vars)
+    return body

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
@@ -50,6 +52,50 @@ class RemoteKnowledgeBase:
     document_count: int
     chunk_count: int
     documents: tuple[RemoteDocument, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunCreated:
+    """The answer to a create-run POST: the run's id and the thread it belongs to.
+
+    ``thread`` is ``None`` only if PromptJuggler left it out (it documents it as always there).
+    """
+
+    id: UUID
+    thread: UUID | None = None
+
+
+@dataclass(frozen=True)
+class RemoteRun:
+    """A prompt run (``PromptRun``) or a workflow run (``WorkflowRun``) as PromptJuggler reports it.
+
+    ``status`` is kept verbatim (``pending``/``completed``/``failed`` today). Prompt runs fill
+    ``output``, ``emitted`` and ``transcript``; workflow runs fill ``outputs`` (node name → text,
+    partial until completed) and ``errors`` (non-empty does not mean failed: read ``status``).
+    ``error`` is the latest failed attempt's message, kept even when a retry recovered.
+    ``token_usage`` keeps the integer counts by their API names (``input``, ``inputCached``,
+    ``output``, ``reasoning``, ``total``…); ``cost`` is the total in the account's currency, with
+    the whole breakdown in ``cost_breakdown``; both are ``None`` while pending. Mappings are
+    read-only.
+    """
+
+    id: UUID
+    status: str
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    output: str | None = None
+    emitted: tuple[Any, ...] = ()
+    transcript: tuple[Any, ...] = ()
+    outputs: Mapping[str, str | None] = field(default_factory=lambda: _EMPTY)
+    errors: tuple[str, ...] = ()
+    error: str | None = None
+    token_usage: Mapping[str, int] | None = None
+    cost: float | None = None
+    cost_breakdown: Mapping[str, Any] | None = None
+    service_tier: str | None = None
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def parse_json(raw: bytes) -> Any:
@@ -106,6 +152,56 @@ def knowledge_base_from(
     )
 
 
+def parse_run_created(data: Any) -> RunCreated:
+    """``{"id": uuid, "thread": uuid}``; a missing or malformed thread is kept as ``None``."""
+    if not isinstance(data, dict):
+        raise ShapeError("a create-run answer must be a JSON object")
+    thread = data.get("thread")
+    return RunCreated(id=_uuid(data.get("id")), thread=_optional_uuid(thread))
+
+
+def parse_run(data: Any) -> RemoteRun:
+    """``PromptRun`` or ``WorkflowRun``: only ``id`` and ``status`` are required; every other
+    field of an unexpected type reads as absent rather than failing the whole answer."""
+    if not isinstance(data, dict):
+        raise ShapeError("a run must be a JSON object")
+    output = data.get("output")
+    error = data.get("error")
+    raw_outputs = data.get("outputs")
+    outputs = (
+        {
+            str(k): v if isinstance(v, str) else None if v is None else json.dumps(v)
+            for k, v in raw_outputs.items()
+        }
+        if isinstance(raw_outputs, dict)
+        else {}
+    )
+    errors = data.get("errors")
+    usage = data.get("tokenUsage")
+    tier = usage.get("serviceTier") if isinstance(usage, dict) else None
+    cost = data.get("cost")
+    return RemoteRun(
+        id=_uuid(data.get("id")),
+        status=_status(data.get("status")),
+        created_at=_datetime(data.get("createdAt")),
+        finished_at=_datetime(data.get("finishedAt")),
+        output=output if isinstance(output, str) else None,
+        emitted=_items(data.get("emitted")),
+        transcript=_items(data.get("transcript")),
+        outputs=MappingProxyType(outputs),
+        errors=tuple(e if isinstance(e, str) else json.dumps(e) for e in errors)
+        if isinstance(errors, list)
+        else (),
+        error=error if isinstance(error, str) else None,
+        token_usage=MappingProxyType({k: v for k, v in usage.items() if is_count(v)})
+        if isinstance(usage, dict)
+        else None,
+        cost=_amount(cost.get("total")) if isinstance(cost, dict) else None,
+        cost_breakdown=MappingProxyType(cost) if isinstance(cost, dict) else None,
+        service_tier=tier if isinstance(tier, str) else None,
+    )
+
+
 def error_message(text: str) -> str:
     """The API's ``{"error": ...}`` message, else the raw body (callers cap it)."""
     try:
@@ -145,6 +241,39 @@ def _uuid(value: Any) -> UUID:
         except ValueError:
             pass
     raise ShapeError(f"invalid or missing id {value!r}")
+
+
+def _optional_uuid(value: Any) -> UUID | None:
+    try:
+        return _uuid(value)
+    except ShapeError:
+        return None
+
+
+def _datetime(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp (``Z`` or an offset; a naive one is read as UTC), else ``None``."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _items(value: Any) -> tuple[Any, ...]:
+    """A list of JSON objects (transcript items, emitted payloads); other entries are dropped."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value if isinstance(item, dict))
+
+
+def _amount(value: Any) -> float | None:
+    """A cost: a finite, non-negative number, else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    amount = float(value)
+    return amount if math.isfinite(amount) and amount >= 0 else None
 
 
 def _text(value: Any) -> str:

@@ -1,9 +1,10 @@
 """Test helpers shipped with the app: the PromptJuggler emulator and webhook signing.
 
 ``FakePromptJuggler`` is a real HTTP server on loopback that speaks PromptJuggler's
-knowledge-base API, simulates processing, sends signed webhooks and injects faults. The pytest
-plugin (``promptjuggler_django.testing.pytest_plugin``, registered automatically) provides the
-``fake_promptjuggler`` and ``promptjuggler_signature`` fixtures. See ``docs/testing.md``.
+knowledge-base and run API, simulates processing and runs, sends signed webhooks and injects
+faults. The pytest plugin (``promptjuggler_django.testing.pytest_plugin``, registered
+automatically) provides the ``fake_promptjuggler`` and ``promptjuggler_signature`` fixtures.
+See ``docs/testing.md``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ..signature import HEADER as SIGNATURE_HEADER
 from ..signature import sign as _sign
 from .emulator import FakePromptJuggler, WebhookDeliveryError
 from .faults import ENDPOINTS
+from .runs import FakeRun, FakeRunnable
 from .server import RecordedRequest
 from .state import FakeDocument, FakeKnowledgeBase
 from .webhooks import RecordedDelivery
@@ -31,6 +33,8 @@ __all__ = [
     "FakeDocument",
     "FakeKnowledgeBase",
     "FakePromptJuggler",
+    "FakeRun",
+    "FakeRunnable",
     "RecordedDelivery",
     "RecordedRequest",
     "WebhookDeliveryError",

@@ -1,11 +1,12 @@
 """``FakePromptJuggler``: a PromptJuggler account on loopback for tests and local development.
 
-It is a real HTTP/1.1 server in a daemon thread, speaking the knowledge-base API's wire format
-(bearer auth, ``files[i]`` multipart uploads, camelCase JSON, 200/204/401/404/422), with
-processing you drive (:meth:`FakePromptJuggler.seal`, :meth:`FakePromptJuggler.finish`) or let
-run on a timer, signed webhooks, and fault injection for the failure modes PromptJuggler does
-not document but production meets: 429/5xx with ``Retry-After``, slow answers, timeouts and
-resets whose outcome is unknown, duplicated, late, reordered or lost webhooks.
+It is a real HTTP/1.1 server in a daemon thread, speaking the knowledge-base and run API's wire
+format (bearer auth, ``files[i]`` multipart uploads, camelCase JSON, 200/204/401/404/422), with
+processing you drive (:meth:`FakePromptJuggler.seal`, :meth:`FakePromptJuggler.finish`,
+:meth:`FakePromptJuggler.finish_run`) or let run on a timer, signed webhooks, and fault
+injection for the failure modes PromptJuggler does not document but production meets: 429/5xx
+with ``Retry-After``, slow answers, timeouts and resets whose outcome is unknown, duplicated,
+late, reordered or lost webhooks.
 """
 
 from __future__ import annotations
@@ -17,12 +18,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from .faults import Fault, FaultBook, WebhookFault, WebhookFaultBook
 from .processing import Processor
+from .runs import (
+    UNSET,
+    FakeRun,
+    FakeRunnable,
+    OutputFactory,
+    OutputsFactory,
+    RunBook,
+    _Unset,
+)
 from .server import EmulatorHTTPServer, RecordedRequest
 from .state import (
     FakeDocument,
@@ -70,15 +80,21 @@ class FakePromptJuggler:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_files_per_request: int | None = None,
         webhook_timeout: float = 5.0,
+        run_delay: float | None = None,
     ) -> None:
         if processing_delay is not None and processing_delay < 0:
             raise ValueError("processing_delay must be >= 0 (or None for manual processing)")
+        if run_delay is not None and run_delay < 0:
+            raise ValueError("run_delay must be >= 0 (or None for runs finished by finish_run)")
         self._api_key = api_key
         self.host = host
         self.port = port
         #: ``None``: documents stay pending until :meth:`seal`/:meth:`finish`; a number of
         #: seconds: documents seal after half of it and finish after all of it.
         self.processing_delay = processing_delay
+        #: ``None``: runs stay pending until :meth:`finish_run`; a number of seconds: each run
+        #: completes (with its prompt's or workflow's output) that long after it was created.
+        self.run_delay = run_delay
         self.keep_content_bytes = keep_content_bytes
         self.max_request_bytes = max_request_bytes
         self.max_files_per_request = max_files_per_request
@@ -88,6 +104,9 @@ class FakePromptJuggler:
         self._webhook_secret: str | None = webhook_secret
         self.set_webhook(webhook_url, webhook_secret)
         self._store = Store()
+        self._runs = RunBook()
+        self._run_timers: set[threading.Timer] = set()
+        self._run_timers_lock = threading.Lock()
         self._faults = FaultBook()
         self._webhook_faults = WebhookFaultBook()
         self._sender = WebhookSender(timeout=webhook_timeout)
@@ -153,6 +172,7 @@ class FakePromptJuggler:
         if self._processor is not None:
             self._processor.stop()
             self._processor = None
+        self._cancel_run_timers()
         self._sender.close()
 
     def __enter__(self) -> FakePromptJuggler:
@@ -300,6 +320,140 @@ class FakePromptJuggler:
             raise KeyError(f"no document {document_id} in the emulator")
         return doc.id
 
+    # -- prompts, workflows and runs ---------------------------------------------------------
+
+    def add_prompt(
+        self,
+        slug: str,
+        *,
+        versions: Iterable[int] = (1,),
+        tags: Mapping[str, int] | None = None,
+        inputs: Iterable[str] = (),
+        output: str | OutputFactory | None = None,
+    ) -> FakeRunnable:
+        """Publish a prompt (PromptJuggler's UI does this; the API cannot).
+
+        ``versions`` are its published revision numbers (the highest is ``__latest__``), ``tags``
+        name some of them (``{"production": 2}``), ``inputs`` are the names a run must supply (a
+        run without one is refused with 422). A run's ``output`` is this string, or this
+        callable's answer to the run's inputs, or by default the inputs echoed back.
+        Publishing a slug again replaces it.
+        """
+        return self._runs.publish(
+            FakeRunnable(
+                "prompt",
+                slug,
+                versions=tuple(versions),
+                tags=dict(tags or {}),
+                inputs=tuple(inputs),
+                output=output,
+            )
+        )
+
+    def add_workflow(
+        self,
+        slug: str,
+        *,
+        versions: Iterable[int] = (1,),
+        tags: Mapping[str, int] | None = None,
+        inputs: Iterable[str] = (),
+        outputs: Mapping[str, str | None] | OutputsFactory | None = None,
+    ) -> FakeRunnable:
+        """Publish a workflow; like :meth:`add_prompt`, with ``outputs`` (node name → text, or a
+        callable of the inputs; by default ``{"output": <the inputs echoed>}``)."""
+        return self._runs.publish(
+            FakeRunnable(
+                "workflow",
+                slug,
+                versions=tuple(versions),
+                tags=dict(tags or {}),
+                inputs=tuple(inputs),
+                outputs=outputs,
+            )
+        )
+
+    def runs(self, kind: str | None = None, slug: str | None = None) -> list[FakeRun]:
+        """Snapshots of the runs created so far (``kind``: ``"prompt"`` or ``"workflow"``), in
+        creation order: how a test proves a run was started exactly once."""
+        return self._runs.runs(kind, slug)
+
+    def run(self, run_id: uuid.UUID | str) -> FakeRun | None:
+        """A snapshot of one run, or ``None`` if unknown."""
+        return self._runs.run(run_id)
+
+    def finish_run(
+        self,
+        run_id: uuid.UUID | str | None = None,
+        *,
+        status: str = "completed",
+        output: str | _Unset | None = UNSET,
+        outputs: Mapping[str, str | None] | None = None,
+        error: str | None = None,
+        errors: Iterable[str] | None = None,
+        emitted: Iterable[Mapping[str, Any]] | None = None,
+        token_usage: Mapping[str, Any] | None = None,
+        cost: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Finish a run (every pending run without ``run_id``) and send its ``*.finished``.
+
+        ``status`` is any string (``completed``, ``failed``, one the app does not know); a run
+        already finished is finished again and its event re-sent. Prompt runs take ``output``
+        (``None`` is a real answer: a turn of only tool calls) and ``emitted``; workflow runs
+        ``outputs`` and ``errors``. Unset, they come from the prompt or workflow; a failed run
+        gets ``error="Run failed"``. ``token_usage`` and ``cost`` default to figures derived
+        from the text's length.
+        """
+        if run_id is None:
+            ids = self._runs.pending_ids()
+        else:
+            found = self._runs.run(run_id)
+            if found is None:
+                raise KeyError(f"no run {run_id} in the emulator")
+            ids = [found.id]
+        events = [
+            self._runs.finish(
+                each,
+                status=status,
+                output=output,
+                outputs=outputs,
+                error=error,
+                errors=errors,
+                emitted=emitted,
+                token_usage=token_usage,
+                cost=cost,
+            )
+            for each in ids
+        ]
+        self._dispatch(events)
+
+    def _start_run(self, kind: str, slug: str, version: str, body: Any) -> FakeRun:
+        run = self._runs.create(kind, slug, version, body)
+        delay = self.run_delay
+        if delay is not None:
+            timer = threading.Timer(delay, self._auto_finish_run, args=(run.id,))
+            timer.daemon = True
+            with self._run_timers_lock:
+                self._run_timers.add(timer)
+            timer.start()
+        return run
+
+    def _auto_finish_run(self, run_id: uuid.UUID) -> None:
+        with self._run_timers_lock:
+            self._run_timers = {t for t in self._run_timers if t.is_alive()}
+        found = self._runs.run(run_id)
+        if found is None or found.status != "pending" or self._stopping.is_set():
+            return  # reset, or finished by the test in the meantime
+        try:
+            self.finish_run(run_id)
+        except Exception:  # a timer thread must never die noisily
+            logger.exception("Emulator failed to finish run %s", run_id)
+
+    def _cancel_run_timers(self) -> None:
+        with self._run_timers_lock:
+            timers, self._run_timers = self._run_timers, set()
+        for timer in timers:
+            timer.cancel()
+
     # -- webhooks ----------------------------------------------------------------------------
 
     def set_webhook(self, url: str | None, secret: str | None = None) -> None:
@@ -384,7 +538,7 @@ class FakePromptJuggler:
         - ``read_timeout``: read the request, then hold the connection silent that long, then
           close it; ``reset``: read the request, then abort with a TCP RST;
         - ``after_effect``: with ``status``/``read_timeout``/``reset``, the request takes
-          effect first (document created or deleted): the "outcome unknown" case;
+          effect first (document created or deleted, run created): the "outcome unknown" case;
         - ``times``: the next N matching requests; ``fraction``: that share of them (seeded
           by ``seed``); neither: until :meth:`clear_faults`.
 
@@ -454,10 +608,13 @@ class FakePromptJuggler:
             return sum(1 for r in self._requests if r.endpoint == endpoint)
 
     def reset(self) -> None:
-        """Forget documents, requests, deliveries, faults, failing names and scheduled
-        processing. Knowledge bases stay (they are the account's setup), emptied, with their
-        ids, slugs and aliases; the webhook URL and secret stay too."""
+        """Forget documents, runs, requests, deliveries, faults, failing names and scheduled
+        processing. Knowledge bases, prompts and workflows stay (they are the account's setup),
+        knowledge bases emptied, with their ids, slugs and aliases; the webhook URL and secret
+        stay too."""
         self._store.reset()
+        self._runs.reset()
+        self._cancel_run_timers()
         self.clear_faults()
         self.fail_file_names.clear()
         if self._processor is not None:

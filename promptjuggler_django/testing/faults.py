@@ -12,8 +12,17 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-#: Endpoint names a request fault can target (``"*"`` matches all four).
-ENDPOINTS: tuple[str, ...] = ("upload", "get_knowledge_base", "get_document", "delete")
+#: Endpoint names a request fault can target (``"*"`` matches them all).
+ENDPOINTS: tuple[str, ...] = (
+    "upload",
+    "get_knowledge_base",
+    "get_document",
+    "delete",
+    "create_prompt_run",
+    "create_workflow_run",
+    "get_prompt_run",
+    "get_workflow_run",
+)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The emulator's HTTP/1.1 server: routing, the four endpoints, and fault application.
+"""The emulator's HTTP/1.1 server: routing, the knowledge-base and run endpoints, and faults.
 
 Bodies are always read to their end before answering (even for 401/404/422), so keep-alive
 connections stay usable and a client that is still writing never gets a reset instead of the
@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 from .bodies import BodyError, BodyReader, BodyTooLarge
 from .faults import Fault
 from .multipart import MultipartError, MultipartParser, PartHeaders, boundary_from_content_type
+from .runs import RunRequestError
 from .state import IncomingFile, file_extension
 
 #: The file types PromptJuggler documents as accepted: the emulator's own copy, kept apart from
@@ -44,7 +45,19 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
         re.compile(r"^/api/v1/knowledge-documents/(?P<id>[^/]+)$"),
         {"GET": "get_document", "DELETE": "delete"},
     ),
+    (
+        re.compile(r"^/api/v1/prompts/(?P<slug>[^/]+)/(?P<version>[^/]+)/runs$"),
+        {"POST": "create_prompt_run"},
+    ),
+    (
+        re.compile(r"^/api/v1/workflows/(?P<slug>[^/]+)/(?P<version>[^/]+)/runs$"),
+        {"POST": "create_workflow_run"},
+    ),
+    (re.compile(r"^/api/v1/promptruns/(?P<id>[^/]+)$"), {"GET": "get_prompt_run"}),
+    (re.compile(r"^/api/v1/workflowruns/(?P<id>[^/]+)$"), {"GET": "get_workflow_run"}),
 ]
+#: A create-run body is a few KB (``envVars`` alone may be 64 KB): more is refused with 413.
+MAX_JSON_BODY_BYTES = 1024 * 1024
 # ``files`` (bare: one file, the last part wins), ``files[]`` (appended) and ``files[N]``.
 _FILE_FIELD = re.compile(r"^files(\[(\d*)\])?$")
 
@@ -55,7 +68,7 @@ class RecordedRequest:
 
     method: str
     path: str
-    #: ``upload`` / ``get_knowledge_base`` / ``get_document`` / ``delete``, ``None`` otherwise.
+    #: One of :data:`~promptjuggler_django.testing.ENDPOINTS`, ``None`` for an unknown route.
     endpoint: str | None
     #: The status answered, ``None`` when no answer was sent (reset, read timeout, cut body).
     status_code: int | None
@@ -404,6 +417,50 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if not exists:
             return error_response(404, "Document not found")
         return Response(204)
+
+    def _endpoint_create_prompt_run(self, commit: bool) -> Response:
+        return self._create_run("prompt", commit)
+
+    def _endpoint_create_workflow_run(self, commit: bool) -> Response:
+        return self._create_run("workflow", commit)
+
+    def _create_run(self, kind: str, commit: bool) -> Response:
+        emulator = self.server.emulator
+        raw = bytearray()
+        for chunk in self._reader:
+            raw += chunk
+            if len(raw) > MAX_JSON_BODY_BYTES:
+                self._reader.drain()
+                return error_response(413, "Request body too large")
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            return error_response(422, "Expected a JSON body (Content-Type: application/json)")
+        try:
+            body = json.loads(bytes(raw))
+        except ValueError:
+            return error_response(422, "The request body is not valid JSON")
+        slug, version = self._params["slug"], self._params["version"]
+        try:
+            if not commit:  # a fault that must not take effect: judge the request only
+                emulator._runs.validate(kind, slug, version, body)
+                return json_response(200, {"id": str(uuid.uuid4()), "thread": str(uuid.uuid4())})
+            run = emulator._start_run(kind, slug, version, body)
+        except RunRequestError as exc:
+            return error_response(exc.status, str(exc))
+        return json_response(200, {"id": str(run.id), "thread": str(run.thread)})
+
+    def _endpoint_get_prompt_run(self, commit: bool) -> Response:
+        return self._get_run("prompt")
+
+    def _endpoint_get_workflow_run(self, commit: bool) -> Response:
+        return self._get_run("workflow")
+
+    def _get_run(self, kind: str) -> Response:
+        self._reader.drain()
+        found = self.server.emulator._runs.response(kind, _parse_uuid(self._params["id"]))
+        if found is None:
+            return error_response(404, f"{kind.capitalize()} run not found")
+        return json_response(200, found)
 
     # -- output ------------------------------------------------------------------------------
 

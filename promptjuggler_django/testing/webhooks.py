@@ -35,7 +35,8 @@ class RecordedDelivery:
     status_code: int | None
     #: Why no status: a connection error, a timeout, or ``"dropped"`` by a webhook fault.
     error: str | None = None
-    #: ``knowledgedocument.finished`` / ``knowledgebase.finished`` (not sent on the wire), or
+    #: ``knowledgedocument.finished``, ``knowledgebase.finished``, ``promptrun.finished`` or
+    #: ``workflowrun.finished`` (not sent on the wire), or
     #: ``None`` for :meth:`FakePromptJuggler.send_webhook`.
     event: str | None = None
     duplicate: bool = False
