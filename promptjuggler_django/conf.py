@@ -95,6 +95,14 @@ def _is_upload_to(v: Any) -> bool:
     return isinstance(v, str) or callable(v)
 
 
+def _is_version(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool) and v > 0) or _is_non_empty_str(v)
+
+
+def _is_non_empty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
 def _is_processing_mode(v: Any) -> bool:
     return v in ("inline", "deferred")
 
@@ -140,6 +148,11 @@ SETTINGS: dict[str, Setting] = {
     "TASK_BACKEND": Setting("default", "a TASKS alias string", _is_str),
     "TASK_QUEUE": Setting("default", "a queue name string", _is_str),
     "TASK_PUSH_LIMIT": Setting(1000, "a positive int (documents per push task)", _is_pos_int),
+    "RUN_MAX_ATTEMPTS": Setting(5, "a positive int", _is_pos_int),
+    "RUN_POLL_AFTER": Setting(300.0, "a positive number of seconds", _is_pos_number),
+    "ASK_PROMPT": Setting(None, "a prompt slug string", _is_opt_str),
+    "ASK_PROMPT_VERSION": Setting("__latest__", "a version: a number or a tag string", _is_version),
+    "ASK_INPUT": Setting("question", "an input name string", _is_non_empty_str),
 }
 
 

@@ -22,6 +22,7 @@ ALLOWED_FUNCTION_IMPORTS = {
     # AppConfig.ready(): both need the models, which exist only once the registry is ready.
     ("apps.py", "checks"),
     ("apps.py", "sync"),
+    ("apps.py", "runs"),
     # The client works without Django; only PromptJugglerClient.from_settings reads settings.
     ("client/__init__.py", "django.core.exceptions"),
     ("client/__init__.py", "conf"),
@@ -167,7 +168,14 @@ def test_a_job_queued_under_the_old_task_path_still_resolves() -> None:
 
 #: The state fields only ``promptjuggler_django.transitions`` writes.
 STATE_FIELDS = frozenset(
-    {"sync_state", "remote_status", "status_changed_at", "blocked_reason", "blocked_until"}
+    {
+        "sync_state",
+        "send_state",
+        "remote_status",
+        "status_changed_at",
+        "blocked_reason",
+        "blocked_until",
+    }
 )
 _WRITING_CALLS = frozenset({"update", "create", "get_or_create", "update_or_create"})
 

@@ -48,6 +48,7 @@ from ..client import (
 from ..conf import pj_settings
 from ..filetypes import guess_content_type
 from ..models import KnowledgeBase, KnowledgeDocument, SyncState
+from ..retries import backoff_delay
 from ._outbox import schedule_retry
 from ._outcomes import (
     BLOCKED,
@@ -61,7 +62,6 @@ from ._outcomes import (
     DocumentResult,
     Progress,
     PushReport,
-    backoff_delay,
     locked_rows,
     match_answer,
     store_outcomes,

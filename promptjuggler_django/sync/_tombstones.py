@@ -20,7 +20,8 @@ from .. import signals
 from ..client import APIError, PromptJugglerClient, PromptJugglerError
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
-from ._outcomes import ERROR_LENGTH, Progress, backoff_delay, locked_rows, run_after_commit
+from ..retries import backoff_delay
+from ._outcomes import ERROR_LENGTH, Progress, locked_rows, run_after_commit
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
