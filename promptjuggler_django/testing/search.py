@@ -25,6 +25,11 @@ The rules, kept simple enough to predict in a test:
   best score, best first; ties go to the file name (alphabetical), then the upload order, then
   the position in the file. Each is quoted as ``According to <file>: "<passage>" (<file>)``, one
   per line. Nothing found: ``I found nothing about that in <knowledge base slug>.``
+- **Transcript.** A ``knowledge_search`` tool item (status ``ok``, ``queries`` the question,
+  ``citations`` one ``{title: file name, url: CITATION_URL}`` per quoted document), then the
+  text item with the same citations. The official SDK documents a tool item's ``queries`` and
+  ``citations`` as filled only by PromptJuggler's web search: the emulator fills them so a test
+  sees what was searched and found, and code that lists sources must cope with empty lists.
 
 Pure functions over document snapshots: no state and no lock. The run book gathers the
 documents under the store's lock (copies) and calls :func:`answer` outside every lock.
@@ -36,6 +41,7 @@ import csv
 import html
 import io
 import re
+import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +51,11 @@ from .state import FakeDocument, file_extension
 
 #: The tool item's ``name`` in a grounded run's transcript.
 TOOL_NAME = "knowledge_search"
+#: The tool item's ``status``: the official SDK's ``ToolStatus`` is ``ok``/``error``/``pending``.
+TOOL_STATUS = "ok"
+#: A citation's ``url``: the SDK requires a string, and a document has no public address, so a
+#: stable one that can never resolve (``.invalid`` is reserved) and names the document.
+CITATION_URL = "https://promptjuggler.invalid/knowledge-documents/{id}"
 #: At most this many passages are quoted in one answer.
 MAX_PASSAGES = 3
 #: Paragraphs longer than this (characters) are cut into groups of whole sentences.
@@ -83,6 +94,7 @@ class Passage:
     """A searchable piece of a document."""
 
     file_name: str
+    document_id: uuid.UUID
     #: Where its document was in the knowledge base (upload order), for tie-breaks.
     document_order: int
     #: Where it is in its document, from 0.
@@ -107,16 +119,19 @@ class Answer:
 
     @property
     def citations(self) -> list[dict[str, Any]]:
-        """One ``{title, url}`` per quoted file, in the answer's order. Files have no URL."""
-        files = dict.fromkeys(hit.passage.file_name for hit in self.hits)
-        return [{"title": name, "url": None} for name in files]
+        """One ``{title, url}`` per quoted document (deduplicated by URL, as PromptJuggler
+        does), in the answer's order: the file name and :data:`CITATION_URL`."""
+        quoted = dict.fromkeys(
+            (hit.passage.document_id, hit.passage.file_name) for hit in self.hits
+        )
+        return [{"title": name, "url": CITATION_URL.format(id=doc_id)} for doc_id, name in quoted]
 
     def tool_item(self) -> dict[str, Any]:
         """The transcript's tool item: the search that was made and what it found."""
         return {
             "type": "tool",
             "name": TOOL_NAME,
-            "status": "completed",
+            "status": TOOL_STATUS,
             "queries": [self.question],
             "citations": self.citations,
         }
@@ -180,7 +195,7 @@ def passages(document: FakeDocument, order: int = 0) -> list[Passage]:
     texts = _EXTRACTORS.get(file_extension(document.file_name), _nothing)(document.content)
     pieces = [piece for text in texts for piece in _cut(" ".join(text.split()))]
     return [
-        Passage(document.file_name, order, position, piece, words(piece))
+        Passage(document.file_name, document.id, order, position, piece, words(piece))
         for position, piece in enumerate(pieces)
     ]
 
