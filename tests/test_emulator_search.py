@@ -4,10 +4,6 @@ knowledge base, the rules that pick the passages, the transcript, and the comman
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 import zipfile
@@ -19,7 +15,8 @@ from django.core.management import CommandError, call_command
 
 from promptjuggler_django.testing import FakeDocument, FakePromptJuggler
 from promptjuggler_django.testing.search import CITATION_URL, passages, words
-from tests.test_emulator import KEY, ROOT, SECRET, WebhookReceiver, upload
+from tests.test_emulator import KEY, SECRET, WebhookReceiver, emulator_command, upload
+from tests.test_emulator_runs import http  # noqa: F401 (a fixture: the API, with the key)
 
 HANDBOOK = (
     b"Welcome to the company.\n\n"
@@ -34,14 +31,6 @@ def fake() -> Iterator[FakePromptJuggler]:
     with FakePromptJuggler(KEY, webhook_secret=SECRET, knowledge_bases=["kb_handbook"]) as f:
         f.add_prompt("ask", knowledge_base="kb_handbook")
         yield f
-
-
-@pytest.fixture
-def http(fake: FakePromptJuggler) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=fake.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=5
-    ) as c:
-        yield c
 
 
 def ask(http: httpx.Client, fake: FakePromptJuggler, question: str, **body: object) -> dict:
@@ -331,54 +320,34 @@ def test_the_command_refuses_a_search_prompt_it_cannot_publish(args, message):
 
 
 def test_the_command_publishes_a_search_prompt_and_finishes_runs():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "tests.settings"}
     receiver = WebhookReceiver(secret="whsec_test_primary")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "django",
-            "promptjuggler_emulator",
+    try:
+        with emulator_command(
             "--port=0",
             "--processing-delay=0",
             "--run-delay=0",
             "--knowledge-base=kb_cli",
             "--search-prompt=ask=kb_cli",
             f"--webhook-url={receiver.url}",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline()
-        assert "running at http://127.0.0.1:" in line, line + process.stderr.read()
-        url = line.strip().rsplit(" ", 1)[-1]
-        banner = [line]
-        while "Ctrl-C to stop" not in banner[-1]:
-            banner.append(process.stdout.readline())
-        with httpx.Client(base_url=url, headers={"Authorization": "Bearer pj_test_key"}) as c:
-            upload(c, ("handbook.txt", HANDBOOK), slug="kb_cli")
-            receiver.wait(2)  # the document's and the knowledge base's events: it is ready
-            created = c.post(
-                "/api/v1/prompts/ask/production/runs",
-                json={"inputs": {"question": "How many vacation days?"}},
-            ).json()
-            receiver.wait(3)
-            assert receiver.bodies()[2] == {"id": created["id"], "status": "completed"}
-            run = c.get(f"/api/v1/promptruns/{created['id']}").json()
-        assert run["output"].startswith('According to handbook.txt: "Employees get 25')
+        ) as command:
+            headers = {"Authorization": "Bearer pj_test_key"}
+            with httpx.Client(base_url=command.url, headers=headers) as c:
+                upload(c, ("handbook.txt", HANDBOOK), slug="kb_cli")
+                receiver.wait(2)  # the document's and the knowledge base's events: it is ready
+                created = c.post(
+                    "/api/v1/prompts/ask/production/runs",
+                    json={"inputs": {"question": "How many vacation days?"}},
+                ).json()
+                receiver.wait(3)
+                assert receiver.bodies()[2] == {"id": created["id"], "status": "completed"}
+                run = c.get(f"/api/v1/promptruns/{created['id']}").json()
     finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=10)
         receiver.close()
-    assert process.returncode == 0, err
-    assert "stopped" in out
+    assert run["output"].startswith('According to handbook.txt: "Employees get 25')
+    assert command.returncode == 0, command.err
     prompt_line = "  Prompt ask answers its 'question' input from kb_cli (version 1, 'production'"
-    assert any(line.startswith(prompt_line) for line in banner), banner
-    assert "runs complete 0s after they start" in banner[-1]
+    assert any(line.startswith(prompt_line) for line in command.banner), command.banner
+    assert "runs complete 0s after they start" in command.banner[-1]
 
 
 def test_a_run_finished_by_its_timer_answers_from_the_documents():
