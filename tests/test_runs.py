@@ -16,13 +16,16 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.db import transaction
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from promptjuggler_django import runs, signals
+from promptjuggler_django.client import PromptJugglerClient
 from promptjuggler_django.models import Run, RunSendState, WebhookDelivery
+from promptjuggler_django.runs import _send
 
-from .webhook_support import Received
+from .webhook_support import Received, post, run_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -360,3 +363,82 @@ class _Sink:
 
     def flush(self) -> None:
         pass
+
+
+# -- every order of the same events ends in the same stored result -----------------------------
+
+ORDERS = {
+    "in order": ["pending", "completed"],
+    "out of order": ["completed", "pending"],
+    "duplicated": ["completed", "completed", "pending", "completed"],
+    "before the start answer": ["early:completed"],
+    "early and again": ["early:pending", "completed", "completed"],
+}
+
+
+@pytest.mark.parametrize("order", ORDERS.values(), ids=ORDERS.keys())
+def test_webhook_permutations_end_in_the_same_stored_result(
+    fake_promptjuggler, client, order
+) -> None:
+    """Signed deliveries in any order, duplicated, or before the run's id was stored: the run
+    ends ``completed`` with the emulator's result, fetched once."""
+    fake_promptjuggler.add_prompt(PROMPT, inputs=("question",), output="25 days.")
+    stored = Received(signals.run_result_stored)
+    try:
+        early = [s.split(":", 1)[1] for s in order if s.startswith("early:")]
+        if early:
+            # The run exists remotely and its webhooks land before the start answer is stored.
+            with transaction.atomic():
+                run = runs.start_prompt_run(PROMPT, {"question": "?"})
+                created = _remote_run_now(fake_promptjuggler)
+                fake_promptjuggler.finish_run(created.id)  # a fast run
+                for step, status in enumerate(early):
+                    _deliver(client, created.id, status, step)
+                Run.objects.filter(pk=run.pk).update(send_state=RunSendState.SENDING)
+            _store_start(run, created)
+        else:
+            run = runs.start_prompt_run(PROMPT, {"question": "?"})
+        remote_id = reloaded(run).remote_id
+        if not early:
+            fake_promptjuggler.finish_run(remote_id)  # the result GET finds it finished
+        for step, status in enumerate(s for s in order if not s.startswith("early:")):
+            _deliver(client, remote_id, status, 10 + step)
+        run = finished(run)
+    finally:
+        stored.close()
+    assert (run.remote_status, run.output) == ("completed", "25 days.")
+    assert len(stored.calls) == 1 and len(fake_promptjuggler.runs()) == 1
+
+
+def _remote_run_now(fake):
+    """Create the run remotely the way the send would, without storing the answer."""
+    with PromptJugglerClient.from_settings() as api:
+        return api.create_prompt_run(PROMPT, "__latest__", {"question": "?"})
+
+
+def _store_start(run: Run, created) -> None:
+    """What the send does with the answer (the engine's own step, called late on purpose)."""
+    _send._store_started(reloaded(run), reloaded(run).next_attempt_at, created)
+
+
+def _deliver(client, remote_id, status: str, step: int) -> None:
+    response = post(
+        client,
+        reverse("promptjuggler_django:webhook-prompt-run"),
+        run_body(str(remote_id), status),
+        timestamp=int(time.time()) - 100 + step,
+    )
+    assert response.status_code == 200, response.content
+
+
+def test_a_result_the_get_does_not_have_yet_is_fetched_again_later(fake) -> None:
+    """The webhook says completed, the GET still says pending: nothing empty is stored, and the
+    fetch is tried again (here by promptjuggler_sync's poll) once PromptJuggler has it."""
+    run = runs.start_prompt_run(PROMPT, {"question": "?"})
+    remote_id = reloaded(run).remote_id
+    _deliver(Client(), remote_id, "completed", 0)  # before the emulator finished the run
+    run = wait_for(lambda: Run.objects.filter(pk=run.pk, remote_status="completed").first())
+    assert (run.result_fetched_at, run.output) == (None, "")
+    fake.finish_run(remote_id)
+    runs.poll_runs()
+    assert (reloaded(run).output, reloaded(run).remote_status) == ("25 days.", "completed")

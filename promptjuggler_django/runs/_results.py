@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -27,7 +28,8 @@ from .. import signals, status, transitions
 from ..client import PromptJugglerClient, PromptJugglerError, RemoteRun
 from ..conf import pj_settings
 from ..models import TERMINAL_RUN_STATUSES, Run, RunKind, RunSendState
-from ._outbox import client_for, trigger
+from ..retries import backoff_delay
+from ._outbox import client_for, trigger, trigger_at
 
 logger = logging.getLogger("promptjuggler_django.runs")
 
@@ -77,6 +79,13 @@ def _store(run: Run, remote: RemoteRun) -> bool:
         status.apply_run_status(remote_id=remote.id, status=remote.status, observed_at=now)
         locked = Run.objects.select_for_update().filter(pk=run.pk).first()
         if locked is None or locked.remote_status not in TERMINAL_RUN_STATUSES:
+            return False
+        if remote.status not in TERMINAL_RUN_STATUSES:
+            # The webhook said finished, the GET does not yet: its result is not there to
+            # store. Ask again after a backoff (and promptjuggler_sync polls it meanwhile).
+            logger.info("Run %s: finished by webhook, still %r on GET.", locked.pk, remote.status)
+            when = now + timedelta(seconds=backoff_delay(1))
+            transaction.on_commit(partial(trigger_at, "fetch_result", when, locked.pk), robust=True)
             return False
         if remote.status != locked.remote_status:
             # A terminal status is final: keep the first one and say so, but keep the result.
