@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -95,12 +96,16 @@ def drain_tombstones(
                 batch = list(locked_rows(qs, using, skip_locked=True)[:_TOMBSTONES_PER_ROUND])
                 if not batch:
                     break
+                if client is None:
+                    try:  # before the lease: without a key nothing can be sent
+                        client = PromptJugglerClient.from_settings()
+                    except ImproperlyConfigured as exc:
+                        _not_configured(report, exc)
+                        break
                 RemoteDeletion.objects.using(using).filter(pk__in=[t.pk for t in batch]).update(
                     next_attempt_at=lease, attempts=F("attempts") + 1
                 )
             seen.update(t.pk for t in batch)
-            if client is None:
-                client = PromptJugglerClient.from_settings()
             done: list[tuple[RemoteDeletion, bool]] = []
             kept: list[RemoteDeletion] = []
             for tombstone in batch:
@@ -157,7 +162,16 @@ def _reschedule_waiting(pks: set[int], using: str) -> None:
     waiting = RemoteDeletion.objects.using(using).filter(
         pk__in=sorted(pks), remote_id__isnull=False, next_attempt_at__gt=timezone.now()
     )
-    schedule_drain(waiting.values_list("pk", "next_attempt_at"))
+    schedule_drain(
+        (pk, when) for pk, when in waiting.values_list("pk", "next_attempt_at") if when is not None
+    )
+
+
+def _not_configured(report: DrainReport, exc: ImproperlyConfigured) -> None:
+    """No API key: the tombstones stay as they are (no attempt, no lease) for after the fix."""
+    message = f"Remote deletions not sent: {exc}"
+    logger.warning("%s", message)
+    report.errors.append(message)
 
 
 def _after_drain(done: list[tuple[RemoteDeletion, bool]]) -> None:
