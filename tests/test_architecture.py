@@ -135,7 +135,20 @@ def test_no_import_of_the_package_is_hidden_in_a_function() -> None:
         (
             "promptjuggler_django.deliveries",
             "promptjuggler_django.webhooks",
-            ["receive", "process_delivery", "replay_delivery", "prune_deliveries", "log_copy"],
+            [
+                "receive",
+                "process_delivery",
+                "replay_delivery",
+                "process_pending_deliveries",
+                "prune_deliveries",
+                "log_copy",
+                "dedupe_key",
+            ],
+        ),
+        (
+            "promptjuggler_django.deliveries",
+            "promptjuggler_django.apply",
+            ["apply_event", "APPLIERS"],
         ),
     ],
 )
@@ -153,6 +166,15 @@ def test_old_module_paths_still_work_and_are_deprecated(
     target = importlib.import_module(new)
     for name in names:
         assert getattr(module, name) is getattr(target, name)
+
+
+def test_the_old_delivery_log_module_keeps_its_outcome_alias() -> None:
+    from promptjuggler_django.models import WebhookDelivery
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        deliveries = importlib.import_module("promptjuggler_django.deliveries")
+    assert deliveries.Outcome is WebhookDelivery.Outcome
 
 
 def test_a_job_queued_under_the_old_task_path_still_resolves() -> None:
