@@ -252,3 +252,43 @@ def test_the_state_write_finder_sees_each_kind_of_write() -> None:
         (2, "remote_status"),
         (3, "status_changed_at"),
     ]
+
+
+def _direct_signal_sends(tree: ast.AST) -> list[int]:
+    """Lines that send a signal other than through ``signals.send`` / ``send_on_commit``."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        if node.attr == "send_robust":  # also when handed over uncalled (partial, on_commit)
+            found.append(node.lineno)
+        elif (
+            node.attr == "send"
+            and isinstance(node.value, ast.Attribute)
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "signals"
+        ):
+            found.append(node.lineno)  # signals.some_signal.send(...)
+    return found
+
+
+def test_signals_are_sent_one_way() -> None:
+    sends = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel == "signals.py" or rel.startswith(("migrations/", "testing/")):
+            continue
+        found = _direct_signal_sends(ast.parse(path.read_text(encoding="utf-8")))
+        if found:
+            sends[rel] = found
+    assert sends == {}
+
+
+def test_the_signal_send_finder_sees_each_kind_of_send() -> None:
+    source = (
+        "signals.remote_deleted.send(sender=None)\n"
+        "on_commit(partial(signal.send_robust, sender=None))\n"
+        "signals.send(signals.remote_deleted, None)\n"
+        "self._http.send(request)\n"
+    )
+    assert _direct_signal_sends(ast.parse(source)) == [1, 2]
