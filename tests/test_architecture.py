@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -292,3 +294,26 @@ def test_the_signal_send_finder_sees_each_kind_of_send() -> None:
         "self._http.send(request)\n"
     )
     assert _direct_signal_sends(ast.parse(source)) == [1, 2]
+
+
+def test_the_client_imports_no_django() -> None:
+    # The client is Django-free except PromptJugglerClient.from_settings, which imports the
+    # settings when called: a script or another framework can use it without Django loaded.
+    code = (
+        "import sys, promptjuggler_django.client, promptjuggler_django.mediatypes\n"
+        "loaded = sorted(m for m in sys.modules if m == 'django' or m.startswith('django.'))\n"
+        "assert not loaded, loaded\n"
+        "assert promptjuggler_django.client.UploadFile('a.csv', None).content_type == 'text/csv'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_old_filetypes_names_still_import() -> None:
+    from promptjuggler_django import filetypes, mediatypes
+
+    for name in mediatypes.__all__:
+        assert getattr(filetypes, name) is getattr(mediatypes, name)
