@@ -203,9 +203,63 @@ STATE_FIELDS = frozenset(
 )
 _WRITING_CALLS = frozenset({"update", "create", "get_or_create", "update_or_create"})
 
+#: ``status`` is too common a name (responses, deliveries, events) to forbid everywhere: it is a
+#: state field where it is written on a knowledge base.
+KNOWLEDGE_BASE_STATE_FIELDS = frozenset({"status"})
+
+
+def _root(node: ast.expr) -> ast.expr:
+    """The start of a chain: ``KnowledgeBase`` in ``KnowledgeBase.objects.filter(…).update``."""
+    while True:
+        if isinstance(node, ast.Attribute):
+            node = node.value
+        elif isinstance(node, ast.Call):
+            node = node.func
+        elif isinstance(node, ast.Subscript):
+            node = node.value
+        else:
+            return node
+
+
+def _knowledge_base_names(tree: ast.AST) -> set[str]:
+    """Names bound to knowledge bases or their querysets: annotated ``KnowledgeBase``, or
+    assigned (or looped over) from an expression that starts at ``KnowledgeBase``."""
+    names = {"KnowledgeBase"}
+    for _ in range(2):  # names bound from names found in the first pass
+        for node in ast.walk(tree):
+            if isinstance(node, ast.arg) and node.annotation is not None:
+                if "KnowledgeBase" in ast.unparse(node.annotation).replace("QuerySet", ""):
+                    names.add(node.arg)
+            elif isinstance(node, (ast.Assign, ast.For, ast.AnnAssign)):
+                value = node.iter if isinstance(node, ast.For) else node.value
+                root = _root(value) if value is not None else None
+                if isinstance(root, ast.Name) and root.id in names:
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for target in targets:
+                        names.update(t.id for t in ast.walk(target) if isinstance(t, ast.Name))
+    return names
+
+
+def _is_knowledge_base(node: ast.expr, names: set[str]) -> bool:
+    if isinstance(node, ast.Attribute) and node.attr == "knowledge_base":
+        return True  # document.knowledge_base.status = …
+    root = _root(node)
+    return isinstance(root, ast.Name) and root.id in names
+
 
 def _state_writes(tree: ast.AST) -> list[tuple[int, str]]:
     found = []
+    kb_names = _knowledge_base_names(tree)
+
+    def is_state(field: object, owner: ast.expr | None) -> bool:
+        if field in STATE_FIELDS:
+            return True
+        return (
+            field in KNOWLEDGE_BASE_STATE_FIELDS
+            and owner is not None
+            and _is_knowledge_base(owner, kb_names)
+        )
+
     for node in ast.walk(tree):
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
@@ -213,7 +267,7 @@ def _state_writes(tree: ast.AST) -> list[tuple[int, str]]:
         elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
             targets = [node.target]
         for target in targets:
-            if isinstance(target, ast.Attribute) and target.attr in STATE_FIELDS:
+            if isinstance(target, ast.Attribute) and is_state(target.attr, target.value):
                 found.append((node.lineno, target.attr))
         if not isinstance(node, ast.Call):
             continue
@@ -221,13 +275,14 @@ def _state_writes(tree: ast.AST) -> list[tuple[int, str]]:
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
         if name == "setattr" and len(node.args) > 1:
             field = node.args[1]
-            if isinstance(field, ast.Constant) and field.value in STATE_FIELDS:
+            if isinstance(field, ast.Constant) and is_state(field.value, node.args[0]):
                 found.append((node.lineno, str(field.value)))
-        if name in _WRITING_CALLS:
+        owner = func.value if isinstance(func, ast.Attribute) else func
+        if name in _WRITING_CALLS or name == "KnowledgeBase":
             for keyword in node.keywords:
-                if keyword.arg in STATE_FIELDS:
-                    found.append((node.lineno, keyword.arg))
-    return found
+                if is_state(keyword.arg, owner):
+                    found.append((node.lineno, str(keyword.arg)))
+    return sorted(found)
 
 
 def test_only_the_transitions_module_writes_the_state_fields() -> None:
@@ -253,6 +308,36 @@ def test_the_state_write_finder_sees_each_kind_of_write() -> None:
         (1, "sync_state"),
         (2, "remote_status"),
         (3, "status_changed_at"),
+    ]
+
+
+def test_the_state_write_finder_sees_knowledge_base_status_writes_only() -> None:
+    source = (
+        "def f(kb: KnowledgeBase, using, delivery, doc):\n"  # 1
+        "    kb.status = 'ready'\n"  # 2
+        "    KnowledgeBase.objects.filter(pk=1).update(status='ready')\n"  # 3
+        "    manager = KnowledgeBase.objects.using(using)\n"  # 4
+        "    manager.filter(pk=1).update(status='ready')\n"  # 5
+        "    for base in KnowledgeBase.objects.all():\n"  # 6
+        "        setattr(base, 'status', 'failed')\n"  # 7
+        "    KnowledgeBase.objects.create(slug='x', status='pending')\n"  # 8
+        "    doc.knowledge_base.status = 'ready'\n"  # 9
+        "    KnowledgeBase(slug='x', status='ready')\n"  # 10
+        # Not a knowledge base's state:
+        "    delivery.status = 'ready'\n"
+        "    WebhookDelivery.objects.create(status='ready')\n"
+        "    return JsonResponse({}, status=400)\n"
+        "    apply_knowledge_base_status(status='ready')\n"
+        "    KnowledgeBase.objects.filter(status='ready').update(name='x')\n"
+    )
+    assert _state_writes(ast.parse(source)) == [
+        (2, "status"),
+        (3, "status"),
+        (5, "status"),
+        (7, "status"),
+        (8, "status"),
+        (9, "status"),
+        (10, "status"),
     ]
 
 
