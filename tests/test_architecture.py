@@ -402,3 +402,26 @@ def test_the_old_filetypes_names_still_import() -> None:
 
     for name in mediatypes.__all__:
         assert getattr(filetypes, name) is getattr(mediatypes, name)
+
+
+#: What the emulator and its pytest plugin may import of the app (``testing/`` itself aside).
+TESTING_MAY_USE = frozenset({"client", "signature", "testing"})
+
+
+def test_the_emulator_contract_forbids_every_other_module() -> None:
+    # A forbidden list, so a module added later must be added to it: this keeps it complete.
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    [contract] = [
+        c
+        for c in config["tool"]["importlinter"]["contracts"]
+        if c.get("source_modules") == ["promptjuggler_django.testing"]
+    ]
+    forbidden = {m.removeprefix("promptjuggler_django.") for m in contract["forbidden_modules"]}
+    modules = {
+        path.stem if path.is_file() else path.name
+        for path in PACKAGE.iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
+    }
+    assert forbidden == modules - TESTING_MAY_USE
