@@ -16,28 +16,18 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.utils.translation import gettext_lazy as _
 
-from .mediatypes import (
-    CONTENT_TYPES,
-    DEFAULT_CONTENT_TYPE,
-    SIGNATURE_LENGTH,
-    SIGNATURES,
-    SUPPORTED_EXTENSIONS,
-    TYPE_NAMES,
-    content_matches_extension,
-    guess_content_type,
-)
+from . import mediatypes
+from .mediatypes import CONTENT_TYPES as CONTENT_TYPES
+from .mediatypes import DEFAULT_CONTENT_TYPE as DEFAULT_CONTENT_TYPE
+from .mediatypes import SIGNATURE_LENGTH as SIGNATURE_LENGTH
+from .mediatypes import SIGNATURES as SIGNATURES
+from .mediatypes import SUPPORTED_EXTENSIONS as SUPPORTED_EXTENSIONS
+from .mediatypes import TYPE_NAMES as TYPE_NAMES
+from .mediatypes import content_matches_extension as content_matches_extension
+from .mediatypes import guess_content_type as guess_content_type
 
-__all__ = [
-    "CONTENT_TYPES",
-    "DEFAULT_CONTENT_TYPE",
-    "SIGNATURES",
-    "SIGNATURE_LENGTH",
-    "SUPPORTED_EXTENSIONS",
-    "TYPE_NAMES",
-    "content_matches_extension",
-    "guess_content_type",
-    "validate_file_content",
-]
+#: The table and pure checks of :mod:`.mediatypes` (re-exported above), and the validator.
+__all__ = [*mediatypes.__all__, "validate_file_content"]
 
 
 def validate_file_content(file: File[Any]) -> None:
