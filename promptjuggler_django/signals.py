@@ -56,10 +56,13 @@ def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
     signal.send_robust(sender=sender, **kwargs)
 
 
-def send_on_commit(signal: Signal, sender: Any, **kwargs: Any) -> None:
-    """:func:`send` once the current transaction commits; nothing if it rolls back."""
+def send_on_commit(signal: Signal, sender: Any, *, using: str | None = None, **kwargs: Any) -> None:
+    """:func:`send` once the current transaction on ``using`` commits; nothing if it rolls back.
+
+    ``using`` is the database alias of the transaction (the default database when omitted).
+    """
 
     def send_after_commit() -> None:
         send(signal, sender, **kwargs)
 
-    transaction.on_commit(send_after_commit, robust=True)
+    transaction.on_commit(send_after_commit, using=using, robust=True)

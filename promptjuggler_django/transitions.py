@@ -16,6 +16,7 @@ those fields. The diagram in ``docs/sync.md`` names these functions::
                          └──── hold ◄────────┘ (the knowledge base is blocked: no attempt spent)
 
     knowledge base ──block_knowledge_base──► blocked ──unblock_knowledge_base──► (not blocked)
+    knowledge base ──apply_knowledge_base_status──► status and counts (the latest observation)
 
     synced ──apply_remote_status──► remote_status pending → sealed → ready | failed (forward only)
 
@@ -32,6 +33,13 @@ provably started nothing goes back to ``queued``::
 
 Which change applies (the forward-only rules, lease tokens, file versions) is decided by the
 callers; this module only says what each change writes.
+
+Tombstones (``RemoteDeletion``) are not row state but the outbox's records of remote deletes,
+so the sync engine's outbox owns them: ``sync._outbox.write_tombstones`` writes them in the
+transaction of the local change, ``sync._tombstones.drain_tombstones`` drops each one once
+PromptJuggler answered 204 or 404 (and keeps a failed one with its backoff), and
+``sync._reconcile._settle_markers`` points a marker of an unknown upload outcome at the remote
+copy it found, or drops it when nothing had landed. Nothing else writes them.
 """
 
 from __future__ import annotations
