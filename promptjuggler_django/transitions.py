@@ -283,6 +283,11 @@ def mark_run_started(created: RunCreated, now: datetime) -> Values:
     return values
 
 
+def hold_run(error: str, now: datetime) -> Values:
+    """Keep a run queued without spending an attempt: nothing could be sent (no API key)."""
+    return {"last_error": _error(error), "updated_at": now}
+
+
 def schedule_run_send(error: str, when: datetime, now: datetime) -> Values:
     """Send again at ``when``: the request provably started nothing (no byte left, or a 429)."""
     return {

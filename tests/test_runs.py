@@ -442,3 +442,16 @@ def test_a_result_the_get_does_not_have_yet_is_fetched_again_later(fake) -> None
     fake.finish_run(remote_id)
     runs.poll_runs()
     assert (reloaded(run).output, reloaded(run).remote_status) == ("25 days.", "completed")
+
+
+def test_without_an_api_key_a_run_waits_and_names_the_setting(fake, settings) -> None:
+    key = settings.PROMPTJUGGLER["API_KEY"]
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "API_KEY": None}
+    run = reloaded(runs.start_prompt_run(PROMPT, {"question": "?"}))
+    assert (run.send_state, run.attempts) == (RunSendState.QUEUED, 0)
+    assert "API_KEY" in run.last_error
+    summary = runs.run_runs()  # no crash, nothing in review
+    assert (summary.needs_review, summary.queued) == (0, 1)
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "API_KEY": key}
+    runs.run_runs()
+    assert reloaded(run).send_state == RunSendState.STARTED and len(fake.runs()) == 1

@@ -20,6 +20,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -60,7 +61,11 @@ def fetch_result(run_id: int, *, client: PromptJugglerClient | None = None) -> b
     run = Run.objects.filter(pk=run_id, remote_id__isnull=False).first()
     if run is None or run.result_fetched_at is not None:
         return False
-    remote = _get(run, client)
+    try:
+        remote = _get(run, client)
+    except ImproperlyConfigured as exc:  # no API key: promptjuggler_sync fetches it later
+        logger.warning("Run %s: its result cannot be fetched: %s", run.pk, exc)
+        return False
     return _store(run, remote)
 
 
@@ -117,7 +122,12 @@ def poll_runs(*, limit: int = 500, client: PromptJugglerClient | None = None) ->
     ids = list(runs_to_poll().order_by("sent_at", "pk").values_list("pk", flat=True)[:limit])
     if not ids:
         return report
-    with client_for(client) as active:
+    try:
+        context = client_for(client)
+    except ImproperlyConfigured as exc:
+        report.errors.append(str(exc))
+        return report
+    with context as active:
         for run in Run.objects.filter(pk__in=ids).order_by("sent_at", "pk"):
             report.checked += 1
             before = run.remote_status

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -39,7 +40,7 @@ from ..client import (
 from ..conf import pj_settings
 from ..models import Run, RunKind, RunSendState
 from ..retries import backoff_delay
-from ._outbox import client_for, trigger, trigger_at
+from ._outbox import trigger, trigger_at
 
 logger = logging.getLogger("promptjuggler_django.runs")
 
@@ -71,11 +72,22 @@ class SendReport:
 
 
 def send_run(run_id: int, *, client: PromptJugglerClient | None = None) -> str | None:
-    """Send the create request of a due ``queued`` run; what became of it (``None``: not due).
+    """Send the create request of a due ``queued`` run; what became of it (``None``: not sent).
 
     Idempotent: a run that is not ``queued``, not yet due, or gone is left alone, so a task
-    delivered twice sends once.
+    delivered twice sends once. Without an API key nothing is claimed: the run stays queued,
+    its ``last_error`` naming the setting, and goes once the key is there.
     """
+    if client is None:
+        try:
+            own = PromptJugglerClient.from_settings()
+        except ImproperlyConfigured as exc:
+            Run.objects.filter(pk=run_id, send_state=RunSendState.QUEUED).update(
+                **transitions.hold_run(str(exc), timezone.now())
+            )
+            return None
+        with own:
+            return send_run(run_id, client=own)
     now = timezone.now()
     token = now + timedelta(seconds=pj_settings.LEASE)
     claimed = (
@@ -87,8 +99,7 @@ def send_run(run_id: int, *, client: PromptJugglerClient | None = None) -> str |
         return None
     run = Run.objects.get(pk=run_id)
     try:
-        with client_for(client) as active:
-            created = _create(active, run)
+        created = _create(client, run)
     except PromptJugglerError as exc:
         return _store_failure(run, token, exc)
     except Exception as exc:  # a bug or a setting: whether the request left is unknown
