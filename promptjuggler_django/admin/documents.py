@@ -183,7 +183,10 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             _("All documents of this knowledge base"),
         )
 
-    @admin.action(description=_("Refresh status and counts from PromptJuggler"))
+    # It calls the API and writes the knowledge base and its documents: viewing is not enough.
+    @admin.action(
+        description=_("Refresh status and counts from PromptJuggler"), permissions=["change"]
+    )
     def refresh_from_api(self, request: HttpRequest, queryset: QuerySet[KnowledgeBase]) -> None:
         for knowledge_base in queryset:
             report = sync.refresh_knowledge_base(knowledge_base)
@@ -353,7 +356,8 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             % {"count": count},
         )
 
-    @admin.action(description=_("Refresh status from PromptJuggler"))
+    # It calls the API and writes the documents' statuses: viewing is not enough.
+    @admin.action(description=_("Refresh status from PromptJuggler"), permissions=["change"])
     def refresh_status(self, request: HttpRequest, queryset: QuerySet[KnowledgeDocument]) -> None:
         documents = list(queryset.filter(remote_id__isnull=False))
         changed = sync.refresh_documents(documents)
