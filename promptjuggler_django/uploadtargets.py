@@ -51,6 +51,8 @@ def default_upload_knowledge_bases(request: HttpRequest) -> Allowed:
     form, so the admin upload and the other paths trust them as much. Set
     ``UPLOAD_KNOWLEDGE_BASES_CALLBACK`` to decide otherwise.
     """
+    slugs = [pj_settings.DEFAULT_KNOWLEDGE_BASE, *pj_settings.CHOOSABLE_KNOWLEDGE_BASES]
+    slugs = [slug for slug in dict.fromkeys(slugs) if slug]
     user = getattr(request, "user", None)
     opts = KnowledgeDocument._meta
     if (
@@ -59,9 +61,9 @@ def default_upload_knowledge_bases(request: HttpRequest) -> Allowed:
         and user.is_staff
         and user.has_perm(f"{opts.app_label}.add_{opts.model_name}")
     ):
+        _ensure_rows(slugs)  # the configured ones are among "every one" from the first visit
         return KnowledgeBase.objects.all()
-    slugs = [pj_settings.DEFAULT_KNOWLEDGE_BASE, *pj_settings.CHOOSABLE_KNOWLEDGE_BASES]
-    return [slug for slug in dict.fromkeys(slugs) if slug]
+    return slugs
 
 
 def upload_knowledge_bases_callback() -> Callback:
@@ -111,13 +113,18 @@ def uploadable_knowledge_bases(request: HttpRequest) -> QuerySet[KnowledgeBase]:
             )
         return allowed
     slugs = [str(slug) for slug in allowed]
+    _ensure_rows(slugs)
+    return KnowledgeBase.objects.filter(slug__in=slugs)
+
+
+def _ensure_rows(slugs: list[str]) -> None:
+    """Create the rows of the slugs not known yet (one query when they all exist)."""
     known = set(KnowledgeBase.objects.filter(slug__in=slugs).values_list("slug", flat=True))
     missing = [slug for slug in dict.fromkeys(slugs) if slug not in known]
     if missing:
         KnowledgeBase.objects.bulk_create(
             [KnowledgeBase(slug=slug) for slug in missing], ignore_conflicts=True
         )
-    return KnowledgeBase.objects.filter(slug__in=slugs)
 
 
 def fallback_knowledge_base(allowed: QuerySet[KnowledgeBase]) -> KnowledgeBase | None:

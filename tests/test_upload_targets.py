@@ -193,6 +193,18 @@ def test_staff_who_may_add_documents_may_upload_into_every_base(client, bases, c
     assert rest_upload(api_for(clerk), "kb_hr").status_code == 201
 
 
+def test_staff_find_the_configured_bases_before_their_rows_exist(client, admin_user, settings):
+    configure(settings, CHOOSABLE_KNOWLEDGE_BASES=["kb_sales"])
+    client.force_login(admin_user)
+    page = client.get(PAGE)
+    assert [kb.slug for kb in page.context["form"].fields["knowledge_base"].queryset] == [
+        "kb_sales",
+        "kb_test",
+    ]
+    admin_page = client.get(ADMIN_UPLOAD)
+    assert admin_page.context["form"]["knowledge_base"].initial.slug == "kb_test"
+
+
 def test_the_hook_narrows_the_admin_upload_and_add_form(client, bases, clerk, settings):
     configure(settings, UPLOAD_KNOWLEDGE_BASES_CALLBACK=f"{THIS}.hr_as_queryset")
     client.force_login(clerk)
