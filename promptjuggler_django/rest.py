@@ -93,7 +93,12 @@ class UploadableKnowledgeBaseField(serializers.SlugRelatedField):  # type: ignor
     default_error_messages = {"does_not_exist": NOT_ALLOWED, "invalid": NOT_ALLOWED}
 
     def get_queryset(self) -> QuerySet[KnowledgeBase]:
-        return uploadable_knowledge_bases(self.context["request"])
+        request = self.context.get("request")
+        assert request is not None, (
+            "UploadableKnowledgeBaseField needs the request in the serializer's context: the "
+            "upload rule decides per user."
+        )
+        return uploadable_knowledge_bases(request)
 
 
 class DocumentUploadSerializer(serializers.Serializer):  # type: ignore[type-arg]
