@@ -10,6 +10,7 @@ from django.urls import NoReverseMatch, reverse
 
 from .conf import API_KEY_ENV, DEPRECATED_SETTINGS, SETTINGS, SettingError, pj_settings
 from .taskqueue import task_backends
+from .uploadtargets import default_upload_knowledge_bases, upload_knowledge_bases_callback
 
 
 @register(Tags.compatibility)
@@ -135,10 +136,27 @@ def _task_aliases() -> list[str]:
         return []
 
 
+@register(Tags.compatibility)
+def check_upload_knowledge_bases_callback(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``UPLOAD_KNOWLEDGE_BASES_CALLBACK`` imports and can be called.
+
+    Otherwise every upload (page, admin, REST) would fail with a server error.
+    """
+    if not _settings_valid():
+        return []
+    try:
+        upload_knowledge_bases_callback()
+    except SettingError as exc:
+        return [Error(str(exc), hint=exc.hint, id=exc.check_id)]
+    return []
+
+
 @register(Tags.urls)
 def check_upload_page(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """The routed upload page has a knowledge base to upload into."""
-    if not _settings_valid() or pj_settings.DEFAULT_KNOWLEDGE_BASE:
+    if not _settings_valid() or not _default_rule_allows_nothing():
         return []
     try:
         reverse("promptjuggler_django:document_upload")
@@ -149,10 +167,26 @@ def check_upload_page(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
     return [
         Error(
             "The upload page (promptjuggler_django:document_upload) is routed, but "
-            'settings.PROMPTJUGGLER["DEFAULT_KNOWLEDGE_BASE"] is not set: its first visit '
-            "would fail with a server error.",
-            hint="Set DEFAULT_KNOWLEDGE_BASE to the slug (kb_…) uploads go to, or route your "
-            "own subclass of DocumentUploadView whose get_knowledge_base() picks one.",
+            'settings.PROMPTJUGGLER["DEFAULT_KNOWLEDGE_BASE"] is not set and '
+            '"CHOOSABLE_KNOWLEDGE_BASES" is empty: the page has no knowledge base to upload '
+            "into (but for staff who may add documents).",
+            hint="Set DEFAULT_KNOWLEDGE_BASE to the slug (kb_…) uploads go to, list the slugs "
+            "users may choose in CHOOSABLE_KNOWLEDGE_BASES, or name a rule of your own in "
+            "UPLOAD_KNOWLEDGE_BASES_CALLBACK (or override get_knowledge_bases() on a subclass "
+            "of DocumentUploadView).",
             id="promptjuggler_django.E008",
         )
     ]
+
+
+def _default_rule_allows_nothing() -> bool:
+    """Whether the default upload rule is in force and names no knowledge base."""
+    try:
+        callback = upload_knowledge_bases_callback()
+    except SettingError:  # check_upload_knowledge_bases_callback reports it
+        return False
+    return (
+        callback is default_upload_knowledge_bases
+        and not pj_settings.DEFAULT_KNOWLEDGE_BASE
+        and not pj_settings.CHOOSABLE_KNOWLEDGE_BASES
+    )

@@ -91,6 +91,10 @@ def _is_str_seq(v: Any) -> bool:
     return isinstance(v, list | tuple) and all(isinstance(s, str) and s for s in v)
 
 
+def _is_callable_or_path(v: Any) -> bool:
+    return callable(v) or _is_non_empty_str(v)
+
+
 def _is_upload_to(v: Any) -> bool:
     return isinstance(v, str) or callable(v)
 
@@ -126,6 +130,12 @@ SETTINGS: dict[str, Setting] = {
     "WEBHOOK_RETENTION_DAYS": Setting(30, "a positive int (days)", _is_pos_int),
     "WEBHOOK_PROCESSING": Setting("inline", "'inline' or 'deferred'", _is_processing_mode),
     "DEFAULT_KNOWLEDGE_BASE": Setting(None, "a knowledge-base slug string", _is_opt_str),
+    "CHOOSABLE_KNOWLEDGE_BASES": Setting((), "a list of knowledge-base slug strings", _is_str_seq),
+    "UPLOAD_KNOWLEDGE_BASES_CALLBACK": Setting(
+        "promptjuggler_django.uploadtargets.default_upload_knowledge_bases",
+        "a dotted path to a callable (request) -> knowledge bases, or the callable",
+        _is_callable_or_path,
+    ),
     "CONNECT_TIMEOUT": Setting(5.0, "a positive number of seconds", _is_pos_number),
     "READ_TIMEOUT": Setting(60.0, "a positive number of seconds", _is_pos_number),
     "WRITE_TIMEOUT": Setting(60.0, "a positive number of seconds", _is_pos_number),

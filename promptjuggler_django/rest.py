@@ -31,15 +31,17 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from .display import document_phase
-from .forms import create_documents, default_knowledge_base, validate_document_file
+from .forms import create_documents, validate_document_file
 from .models import KnowledgeBase, KnowledgeDocument
 from .uploadhandlers import UploadSizeLimitHandler, upload_refusal
+from .uploadtargets import NOT_ALLOWED, fallback_knowledge_base, uploadable_knowledge_bases
 
 __all__ = [
     "DocumentPagination",
     "DocumentUploadSerializer",
     "KnowledgeDocumentSerializer",
     "KnowledgeDocumentViewSet",
+    "UploadableKnowledgeBaseField",
 ]
 
 
@@ -82,6 +84,23 @@ class KnowledgeDocumentSerializer(serializers.ModelSerializer):  # type: ignore[
         return str(document_phase(obj).label)
 
 
+class UploadableKnowledgeBaseField(serializers.SlugRelatedField):  # type: ignore[type-arg]
+    """A knowledge base's slug, among those the requesting user may upload into.
+
+    A slug outside the upload rule and one that does not exist get the same answer.
+    """
+
+    default_error_messages = {"does_not_exist": NOT_ALLOWED, "invalid": NOT_ALLOWED}
+
+    def get_queryset(self) -> QuerySet[KnowledgeBase]:
+        request = self.context.get("request")
+        assert request is not None, (
+            "UploadableKnowledgeBaseField needs the request in the serializer's context: the "
+            "upload rule decides per user."
+        )
+        return uploadable_knowledge_bases(request)
+
+
 class DocumentUploadSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """Multipart upload: one ``files`` part per file (``files[0]``, ``files[1]``, … work too)."""
 
@@ -90,17 +109,30 @@ class DocumentUploadSerializer(serializers.Serializer):  # type: ignore[type-arg
         allow_empty=False,
         help_text="One or several files (the same limits as the upload page).",
     )
-    knowledge_base: serializers.SlugRelatedField[KnowledgeBase] = serializers.SlugRelatedField(
+    knowledge_base = UploadableKnowledgeBaseField(
         slug_field="slug",
-        queryset=KnowledgeBase.objects.all(),
         required=False,
-        help_text="The knowledge base's slug; DEFAULT_KNOWLEDGE_BASE when left out.",
+        help_text="The slug of a knowledge base the user may upload into; when left out, "
+        "DEFAULT_KNOWLEDGE_BASE (or the only one the user may upload into).",
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("knowledge_base") is None:
+            field = self.fields["knowledge_base"]
+            assert isinstance(field, UploadableKnowledgeBaseField)
+            fallback = fallback_knowledge_base(field.get_queryset())
+            if fallback is None:
+                raise serializers.ValidationError(
+                    {"knowledge_base": [field.error_messages["required"]]}
+                )
+            attrs["knowledge_base"] = fallback
+        return attrs
+
     def create(self, validated_data: dict[str, Any]) -> list[KnowledgeDocument]:
-        knowledge_base = validated_data.get("knowledge_base") or default_knowledge_base()
         owner = self.context["request"].user
-        return create_documents(knowledge_base, validated_data["files"], owner=owner)
+        return create_documents(
+            validated_data["knowledge_base"], validated_data["files"], owner=owner
+        )
 
 
 class DocumentPagination(PageNumberPagination):

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
@@ -27,9 +28,10 @@ from django.views.generic import DeleteView, DetailView, FormView, ListView
 
 from .conf import pj_settings
 from .display import phase_payload
-from .forms import DocumentUploadForm, default_knowledge_base, report_refused_files
+from .forms import DocumentUploadForm, report_refused_files
 from .models import KnowledgeBase, KnowledgeDocument
 from .uploadhandlers import UploadSizeLimitHandler, upload_refusal
+from .uploadtargets import fallback_knowledge_base, uploadable_knowledge_bases
 
 __all__ = [
     "DocumentDeleteView",
@@ -73,7 +75,12 @@ class DocumentListView(OwnedDocumentsMixin, ListView):  # type: ignore[type-arg]
 
 
 class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-arg]
-    """Upload one or several files into a knowledge base (``DEFAULT_KNOWLEDGE_BASE`` by default)."""
+    """Upload one or several files into a knowledge base the user may upload into.
+
+    ``DEFAULT_KNOWLEDGE_BASE`` by default; the page offers a choice when the upload rule
+    (``UPLOAD_KNOWLEDGE_BASES_CALLBACK``) allows the user several, and answers 403 when it
+    allows none.
+    """
 
     template_name = "promptjuggler_django/document_upload.html"
     form_class = DocumentUploadForm
@@ -97,13 +104,27 @@ class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-ar
     ) -> HttpResponseBase:
         return super().dispatch(request, *args, **kwargs)
 
-    def get_knowledge_base(self) -> KnowledgeBase:
-        """Where the files go. Override to pick one per user, per group, …"""
-        return default_knowledge_base()
+    def get_knowledge_bases(self) -> QuerySet[KnowledgeBase]:
+        """The knowledge bases the user may upload into: the app's upload rule, shared with the
+        admin and the REST API. Override to change it for this page only."""
+        return uploadable_knowledge_bases(self.request)
+
+    def get_knowledge_base(self) -> KnowledgeBase | None:
+        """The knowledge base preselected when the user may choose among several:
+        ``DEFAULT_KNOWLEDGE_BASE`` when allowed. Override to preselect per user, group, …"""
+        return fallback_knowledge_base(self.get_knowledge_bases())
 
     def get_form_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = super().get_form_kwargs()
-        kwargs["knowledge_base"] = self.get_knowledge_base()
+        allowed = self.get_knowledge_bases()
+        choices = list(allowed[:2])
+        if not choices:
+            raise PermissionDenied(_("You may not upload documents."))
+        if len(choices) > 1:
+            kwargs["knowledge_bases"] = allowed
+            kwargs["knowledge_base"] = self.get_knowledge_base()
+        else:
+            kwargs["knowledge_base"] = choices[0]
         kwargs["keep_good_files"] = self.keep_good_files
         if "files" in kwargs:  # a POST: the upload may have been stopped at the size limit
             kwargs["refused_upload"] = upload_refusal(self.request)

@@ -130,11 +130,14 @@ def test_routed_upload_page_without_default_knowledge_base_is_an_error(settings)
     [message] = check_upload_page()
     assert message.id == "promptjuggler_django.E008"
     assert 'PROMPTJUGGLER["DEFAULT_KNOWLEDGE_BASE"]' in message.msg
-    assert "get_knowledge_base" in message.hint
+    assert "CHOOSABLE_KNOWLEDGE_BASES" in message.hint
+    assert "UPLOAD_KNOWLEDGE_BASES_CALLBACK" in message.hint
     assert "promptjuggler_django.E008" in ids(run_checks(databases=[]))
 
 
 def test_upload_page_check_passes_with_a_default_or_without_the_page(settings):
+    assert check_upload_page() == []
+    configure(settings, DEFAULT_KNOWLEDGE_BASE=None, CHOOSABLE_KNOWLEDGE_BASES=["kb_a", "kb_b"])
     assert check_upload_page() == []
     configure(settings, DEFAULT_KNOWLEDGE_BASE=None)
     settings.ROOT_URLCONF = __name__

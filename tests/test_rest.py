@@ -104,7 +104,8 @@ def test_upload_with_indexed_part_names(api, knowledge_base):
     assert len(response.json()) == 2
 
 
-def test_upload_into_a_chosen_knowledge_base(api, knowledge_base):
+def test_upload_into_a_chosen_knowledge_base(api, knowledge_base, settings):
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "CHOOSABLE_KNOWLEDGE_BASES": ["kb_other"]}
     KnowledgeBase.objects.create(slug="kb_other")
     response = api.post(
         LIST,
