@@ -153,16 +153,23 @@ def check_upload_knowledge_bases_callback(
     return []
 
 
+def _routed(name: str) -> bool:
+    """Whether the project's URLconf routes the view named ``name``."""
+    try:
+        reverse(name)
+    except NoReverseMatch:
+        return False
+    except Exception:  # a broken URLconf: Django's own URL checks report it
+        return False
+    return True
+
+
 @register(Tags.urls)
 def check_upload_page(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """The routed upload page has a knowledge base to upload into."""
     if not _settings_valid() or not _default_rule_allows_nothing():
         return []
-    try:
-        reverse("promptjuggler_django:document_upload")
-    except NoReverseMatch:
-        return []
-    except Exception:  # a broken URLconf: Django's own URL checks report it
+    if not _routed("promptjuggler_django:document_upload"):
         return []
     return [
         Error(
@@ -190,3 +197,23 @@ def _default_rule_allows_nothing() -> bool:
         and not pj_settings.DEFAULT_KNOWLEDGE_BASE
         and not pj_settings.CHOOSABLE_KNOWLEDGE_BASES
     )
+
+
+@register(Tags.urls)
+def check_ask_page(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The routed Ask page has a prompt to start."""
+    if not _settings_valid() or pj_settings.ASK_PROMPT:
+        return []
+    if not _routed("promptjuggler_django:ask"):
+        return []
+    return [
+        Warning(
+            "The Ask page (promptjuggler_django:ask) is routed, but "
+            'settings.PROMPTJUGGLER["ASK_PROMPT"] is not set: the page and its status '
+            "endpoint answer 404.",
+            hint="Set ASK_PROMPT to the slug of the published prompt that answers questions "
+            "(and ASK_PROMPT_VERSION, ASK_INPUT to match it), or leave the warning if asking "
+            "is meant to be off.",
+            id="promptjuggler_django.W010",
+        )
+    ]

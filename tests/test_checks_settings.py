@@ -18,7 +18,12 @@ import pytest
 from django.core.checks import run_checks
 
 from promptjuggler_django import signature
-from promptjuggler_django.checks import check_settings, check_task_backend, check_upload_page
+from promptjuggler_django.checks import (
+    check_ask_page,
+    check_settings,
+    check_task_backend,
+    check_upload_page,
+)
 from promptjuggler_django.conf import pj_settings
 from promptjuggler_django.taskqueue import UnusableTask, enqueue, task
 
@@ -142,6 +147,25 @@ def test_upload_page_check_passes_with_a_default_or_without_the_page(settings):
     configure(settings, DEFAULT_KNOWLEDGE_BASE=None)
     settings.ROOT_URLCONF = __name__
     assert check_upload_page() == []
+
+
+# --- The Ask page without a prompt ---------------------------------------------------------
+
+
+def test_routed_ask_page_without_a_prompt_is_a_warning(settings):
+    configure(settings, ASK_PROMPT=None)
+    [message] = check_ask_page()
+    assert message.id == "promptjuggler_django.W010"
+    assert 'PROMPTJUGGLER["ASK_PROMPT"]' in message.msg
+    assert "ASK_PROMPT" in message.hint
+    assert "promptjuggler_django.W010" in ids(run_checks(databases=[]))
+
+
+def test_ask_page_check_passes_with_a_prompt_or_without_the_page(settings):
+    assert check_ask_page() == []
+    configure(settings, ASK_PROMPT=None)
+    settings.ROOT_URLCONF = __name__
+    assert check_ask_page() == []
 
 
 # --- The Tasks backend and queue -----------------------------------------------------------
