@@ -5,6 +5,10 @@
 requesting user's documents are visible. Like the forms, the API only creates and deletes rows:
 the receivers push and remove the remote copies after commit. Route it with
 ``path("api/", include("promptjuggler_django.rest_urls"))`` or register the viewset yourself.
+
+``runs/`` asks the knowledge base: ``POST`` a question (optionally following up one of the user's
+runs) starts ``ASK_PROMPT`` — never a prompt the request names — and ``GET`` lists or retrieves
+the user's runs of it with their answer, sources, cost and tokens (see :mod:`.asking`).
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from rest_framework import mixins, serializers, status, viewsets
+    from rest_framework import exceptions, mixins, serializers, status, viewsets
     from rest_framework.pagination import PageNumberPagination
-    from rest_framework.parsers import MultiPartParser
+    from rest_framework.parsers import JSONParser, MultiPartParser
     from rest_framework.permissions import AllowAny, IsAuthenticated
     from rest_framework.request import Request
     from rest_framework.response import Response
@@ -30,17 +34,32 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from .asking import (
+    MAX_QUESTION_LENGTH,
+    AskRefused,
+    ask,
+    ask_config,
+    ask_runs,
+    clean_question,
+    question_of,
+    run_message,
+    run_phase,
+    run_sources,
+)
 from .display import document_phase
 from .forms import create_documents, validate_document_file
-from .models import KnowledgeBase, KnowledgeDocument
+from .models import KnowledgeBase, KnowledgeDocument, Run
 from .uploadhandlers import UploadSizeLimitHandler, upload_refusal
 from .uploadtargets import NOT_ALLOWED, fallback_knowledge_base, uploadable_knowledge_bases
 
 __all__ = [
+    "AskSerializer",
     "DocumentPagination",
     "DocumentUploadSerializer",
     "KnowledgeDocumentSerializer",
     "KnowledgeDocumentViewSet",
+    "RunSerializer",
+    "RunViewSet",
     "UploadableKnowledgeBaseField",
 ]
 
@@ -176,6 +195,9 @@ class _DocumentSchema(AutoSchema):
     The upload takes :class:`DocumentUploadSerializer` and answers with a list of documents.
     """
 
+    #: ``POST`` answers with a list of the created objects (the upload), not with one.
+    creates_many = True
+
     def get_path_parameters(self, path: str, method: str) -> list[dict[str, Any]]:
         """DRF types every path parameter a string; an integer primary key is an integer."""
         parameters: list[dict[str, Any]] = super().get_path_parameters(path, method)
@@ -205,13 +227,13 @@ class _DocumentSchema(AutoSchema):
         return components
 
     def get_response_serializer(self, path: str, method: str) -> Any:
-        if method == "POST":
+        if method == "POST" and self.creates_many:
             return KnowledgeDocumentSerializer(many=True)
         return super().get_response_serializer(path, method)
 
     def get_responses(self, path: str, method: str) -> dict[str, Any]:
         responses: dict[str, Any] = super().get_responses(path, method)
-        if method == "POST" and "201" in responses:
+        if method == "POST" and "201" in responses and self.creates_many:
             item = self.get_reference(KnowledgeDocumentSerializer())
             for media in responses["201"].get("content", {}).values():
                 media["schema"] = {"type": "array", "items": item}
@@ -302,4 +324,171 @@ class KnowledgeDocumentViewSet(
         output = KnowledgeDocumentSerializer(
             documents, many=True, context=self.get_serializer_context()
         )
+        return Response(output.data, status=status.HTTP_201_CREATED)
+
+
+class SourcesField(serializers.ListField):
+    """The titles of the documents an answer cites (from the run's transcript)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(child=serializers.CharField(), read_only=True, **kwargs)
+
+    def get_attribute(self, instance: Run) -> list[str]:
+        return run_sources(instance) if run_phase(instance).key == "answered" else []
+
+
+class RunSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A question of the user's and its answer. ``status`` is the phase the Ask page shows."""
+
+    question = serializers.SerializerMethodField(help_text="The question asked.")
+    status = serializers.SerializerMethodField(
+        help_text="sending, waiting, answered, no_answer, not_sent or checking."
+    )
+    status_label = serializers.SerializerMethodField(help_text="The status, in words.")
+    message = serializers.SerializerMethodField(
+        help_text="What the status means for the user, in words; empty once answered."
+    )
+    sources = SourcesField(help_text="The titles of the documents the answer cites.")
+    tokens = serializers.IntegerField(
+        source="total_tokens", read_only=True, allow_null=True, help_text="Tokens used in all."
+    )
+
+    class Meta:
+        model = Run
+        fields = (
+            "id",
+            "question",
+            "status",
+            "status_label",
+            "message",
+            "output",
+            "sources",
+            "thread",
+            "remote_status",
+            "cost",
+            "tokens",
+            "created_at",
+            "finished_at",
+        )
+        read_only_fields = fields
+
+    def get_question(self, obj: Run) -> str:
+        return question_of(obj)
+
+    def get_status(self, obj: Run) -> str:
+        return run_phase(obj).key
+
+    def get_status_label(self, obj: Run) -> str:
+        return str(run_phase(obj).label)
+
+    def get_message(self, obj: Run) -> str:
+        return run_message(obj)
+
+
+class AskSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A question for ``ASK_PROMPT``; ``previous`` continues the thread of one of the user's
+    runs (a follow-up)."""
+
+    question = serializers.CharField(
+        max_length=MAX_QUESTION_LENGTH,
+        trim_whitespace=False,
+        help_text="The question, as the user typed it.",
+    )
+    previous = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="The id of one of the user's runs whose conversation this question continues.",
+    )
+
+    def validate_question(self, value: str) -> str:
+        return clean_question(value)
+
+    def create(self, validated_data: dict[str, Any]) -> Run:
+        user = self.context["request"].user
+        try:
+            return ask(user, validated_data["question"], previous=validated_data.get("previous"))
+        except AskRefused as refusal:
+            if refusal.code == "busy":
+                raise QuestionWaiting(str(refusal)) from None
+            if refusal.code in ("unknown_previous", "not_started"):
+                raise serializers.ValidationError({"previous": [str(refusal)]}) from None
+            raise exceptions.NotFound(str(refusal)) from None
+
+
+class QuestionWaiting(exceptions.APIException):
+    """429: the user's previous question has no answer yet (one question at a time)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "Your previous question is still waiting for its answer."
+    default_code = "question_waiting"
+
+
+class _RunSchema(_DocumentSchema):
+    """The runs' schema: ``POST`` takes :class:`AskSerializer` and answers with one run; it also
+    answers 429 (a question still waits) and 404 (asking is off)."""
+
+    creates_many = False
+
+    def get_response_serializer(self, path: str, method: str) -> Any:
+        if method == "POST":
+            return RunSerializer()
+        return super().get_response_serializer(path, method)
+
+    def _error_responses(self, path: str, method: str) -> dict[str, tuple[str, Any]]:
+        errors = super()._error_responses(path, method)
+        errors["404"] = (
+            "Not found: asking is off (no ``ASK_PROMPT``), no such run among the requesting "
+            "user's, or no such page.",
+            _ERROR_DETAIL_REF,
+        )
+        if method == "POST":
+            errors["429"] = (
+                "The user's previous question is still waiting for its answer: one at a time.",
+                _ERROR_DETAIL_REF,
+            )
+        return dict(sorted(errors.items()))
+
+
+class RunViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,  # type: ignore[type-arg]
+):
+    """Ask a question (start ``ASK_PROMPT``), list and retrieve the requesting user's runs of it.
+
+    Without ``ASK_PROMPT`` every request is a 404.
+    """
+
+    serializer_class = RunSerializer
+    permission_classes = [IsAuthenticated]
+    pagination_class = DocumentPagination
+    parser_classes = [JSONParser]
+    schema = _RunSchema(tags=["runs"], operation_id_base="Run")
+    lookup_value_regex = "[^/]+"
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication and permissions first
+        if ask_config() is None:
+            raise exceptions.NotFound("Asking is not set up on this site.")
+
+    def get_queryset(self) -> QuerySet[Run]:
+        """The requesting user's runs of ``ASK_PROMPT``, newest first. Override to widen."""
+        if getattr(self, "swagger_fake_view", False):
+            return Run.objects.none()
+        return ask_runs(self.request.user)
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:  # type: ignore[type-arg]
+        if self.action == "create":
+            return AskSerializer
+        return RunSerializer
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        question = self.get_serializer(data=request.data)
+        question.is_valid(raise_exception=True)
+        run = question.save()
+        # Re-read: with an immediate task backend the run was already sent on commit.
+        run = self.get_queryset().filter(pk=run.pk).first() or run
+        output = RunSerializer(run, context=self.get_serializer_context())
         return Response(output.data, status=status.HTTP_201_CREATED)
