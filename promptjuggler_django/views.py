@@ -249,8 +249,8 @@ class AskView(LoginRequiredMixin, FormView):  # type: ignore[type-arg]
     ``pk`` (the user's runs in its thread) with a box for a follow-up.
 
     A question starts ``ASK_PROMPT`` (never a prompt the request names) and redirects to its
-    conversation, where ``promptjuggler_django/ask.js`` shows the answer when it lands. Another
-    user's run is a 404; without ``ASK_PROMPT`` every request is.
+    conversation, where ``promptjuggler_django/documents.js`` shows the answer when it lands.
+    Another user's run is a 404; without ``ASK_PROMPT`` every request is.
     """
 
     template_name = "promptjuggler_django/ask.html"
@@ -321,7 +321,7 @@ class AskView(LoginRequiredMixin, FormView):  # type: ignore[type-arg]
 class AskStatusView(LoginRequiredMixin, View):
     """``GET ?ids=1,2`` → those of the user's questions, with answers and sources (JSON).
 
-    Polled by ``promptjuggler_django/ask.js``; a run that is not the user's is absent.
+    Polled by ``promptjuggler_django/documents.js``; a run that is not the user's is absent.
     """
 
     raise_exception = True

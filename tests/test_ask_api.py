@@ -4,15 +4,14 @@ question is sent after commit, the emulator's signed webhook completes it, a tas
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 from rest_framework.test import APIClient
 
-from promptjuggler_django.models import Run, RunKind, RunSendState
+from promptjuggler_django.models import Run
+
+from .test_ask_views import answered
+from .test_runs import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,16 +21,6 @@ PROMPT = "ask-handbook"  # tests/settings.py's ASK_PROMPT
 
 def detail(pk: int) -> str:
     return reverse("promptjuggler_django_rest:run-detail", args=[pk])
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 def answer(inputs) -> str:
@@ -44,16 +33,6 @@ def fake(fake_promptjuggler, live_server):
     fake_promptjuggler.add_prompt("expensive", inputs=("question",))
     fake_promptjuggler.set_webhook(live_server.url + reverse("promptjuggler_django:webhook"))
     return fake_promptjuggler
-
-
-@pytest.fixture
-def ann(django_user_model):
-    return django_user_model.objects.create_user("ann", password="pw")
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", password="pw")
 
 
 @pytest.fixture
@@ -125,17 +104,7 @@ def test_one_question_at_a_time_then_429(fake, api) -> None:
 
 
 def test_only_my_runs(fake, api, ann, bob) -> None:
-    theirs = Run.objects.create(
-        kind=RunKind.PROMPT,
-        slug=PROMPT,
-        inputs={"question": "Bob's?"},
-        owner=bob,
-        send_state=RunSendState.STARTED,
-        thread=uuid.uuid4(),
-        remote_id=uuid.uuid4(),
-        remote_status="completed",
-        result_fetched_at=timezone.now(),
-    )
+    theirs = answered(bob, "Bob's?")
     assert api.get(detail(theirs.pk)).status_code == 404
     assert api.get(RUNS).json()["results"] == []
     response = api.post(RUNS, {"question": "?", "previous": theirs.pk}, format="json")
@@ -145,21 +114,12 @@ def test_only_my_runs(fake, api, ann, bob) -> None:
 
 
 def test_sources_come_from_the_transcripts_citations(api, ann) -> None:
-    run = Run.objects.create(
-        kind=RunKind.PROMPT,
-        slug=PROMPT,
-        inputs={"question": "Vacation?"},
-        owner=ann,
-        send_state=RunSendState.STARTED,
-        thread=uuid.uuid4(),
-        remote_id=uuid.uuid4(),
-        remote_status="completed",
-        output="27 days.",
+    run = answered(
+        ann,
         transcript=[
             {"type": "tool", "name": "knowledge_search", "citations": [{"title": "handbook.md"}]},
             {"type": "text", "content": "27 days.", "citations": [{"title": "handbook.md"}]},
         ],
-        result_fetched_at=timezone.now(),
     )
     assert api.get(detail(run.pk)).json()["sources"] == ["handbook.md"]
 

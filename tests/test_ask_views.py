@@ -48,16 +48,6 @@ def conversation_url(run: Run) -> str:
     return reverse("promptjuggler_django:ask_conversation", args=[run.pk])
 
 
-@pytest.fixture
-def ann(django_user_model):
-    return django_user_model.objects.create_user("ann", password="pw")
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", password="pw")
-
-
 def make_run(owner, question="How many vacation days?", **fields) -> Run:
     values = {
         "kind": RunKind.PROMPT,

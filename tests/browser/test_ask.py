@@ -8,17 +8,16 @@ live server, so everything completes by itself, as with the real service.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
-from promptjuggler_django.models import KnowledgeBase, Run, RunKind, RunSendState
+from promptjuggler_django.models import KnowledgeBase, Run, RunSendState
 from promptjuggler_django.testing import FakePromptJuggler
 
+from ..test_ask_views import answered, make_run
 from .conftest import log_in
 from .test_documents import assert_accessible, text_file
 
@@ -113,39 +112,16 @@ def test_upload_ask_and_follow_up(
 
 
 def seed_conversation(owner: Any) -> Run:
-    thread = uuid.uuid4()
-    answer = (
-        'According to a-rather-long-file-name-for-a-phone-screen.txt: "Everyone has 27 '
-        'vacation days a year, plus public holidays." (a-rather-long-file-name-for-a-phone-'
-        "screen.txt)"
+    """An answer citing a long file name, and a follow-up in review."""
+    name = "a-rather-long-file-name-for-a-phone-screen.txt"
+    text = f'According to {name}: "Everyone has 27 vacation days a year." ({name})'
+    first = answered(
+        owner,
+        "How many vacation days do I get in a year, all told?",
+        output=text,
+        transcript=[{"type": "text", "content": text, "citations": [{"title": name}]}],
     )
-    first = Run.objects.create(
-        kind=RunKind.PROMPT,
-        slug=PROMPT,
-        inputs={"question": "How many vacation days do I get in a year, all told?"},
-        owner=owner,
-        send_state=RunSendState.STARTED,
-        thread=thread,
-        remote_id=uuid.uuid4(),
-        remote_status="completed",
-        output=answer,
-        transcript=[
-            {
-                "type": "text",
-                "content": answer,
-                "citations": [{"title": "a-rather-long-file-name-for-a-phone-screen.txt"}],
-            }
-        ],
-        result_fetched_at=timezone.now(),
-    )
-    Run.objects.create(
-        kind=RunKind.PROMPT,
-        slug=PROMPT,
-        inputs={"question": "And sick days?"},
-        owner=owner,
-        send_state=RunSendState.NEEDS_REVIEW,
-        thread=thread,
-    )
+    make_run(owner, "And sick days?", send_state=RunSendState.NEEDS_REVIEW, thread=first.thread)
     return first
 
 
