@@ -1,7 +1,8 @@
 """Take the screenshots the docs show, from the demo site after a few uploads finished.
 
 ``screenshot-upload.png`` (the upload page at 1040 px), ``screenshot-list-phone.png`` ("My
-documents" at 390 px) and ``screenshot-admin.png`` (the documents' changelist at 1280 px).
+documents" at 390 px), ``screenshot-ask.png`` (the Ask page's answer quoting the handbook, at
+1040 px) and ``screenshot-admin.png`` (the documents' changelist at 1280 px).
 Runs ``manage.py demo`` on a free port with a throw-away database, drives Debian's Chromium
 through Playwright, then stops the demo. Usage::
 
@@ -79,6 +80,8 @@ def main() -> None:
                 str(port),
                 "--processing-delay",
                 "1",
+                "--run-delay",
+                "1",
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -115,6 +118,15 @@ def main() -> None:
                 phone.goto(f"{base}/promptjuggler/documents/")
                 expect(phone.locator("[data-pj-badge]").first).to_be_visible()
                 phone.screenshot(path=out / "screenshot-list-phone.png", full_page=True)
+
+                ask = browser.new_page(viewport={"width": 1040, "height": 760})
+                ask.context.add_cookies(page.context.cookies())
+                ask.goto(f"{base}/promptjuggler/ask/")
+                ask.get_by_label("Your question").fill("How many vacation days?")
+                ask.get_by_role("button", name="Ask").click()
+                expect(ask.locator("[data-pj-badge]")).to_have_text("Answered", timeout=30_000)
+                ask.mouse.move(0, 0)
+                ask.screenshot(path=out / "screenshot-ask.png", full_page=True)
 
                 admin = browser.new_page(viewport={"width": 1280, "height": 720})
                 admin.goto(f"{base}/admin/promptjuggler_django/knowledgedocument/")
