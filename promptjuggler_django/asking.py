@@ -134,15 +134,20 @@ def _waiting(runs_: QuerySet[Run], now: Any) -> QuerySet[Run]:
     return runs_.filter(unanswered, created_at__gt=now - BUSY_FOR)
 
 
-def ask(user: Any, question: str, *, previous: int | None = None) -> Run:
+def ask(
+    user: Any, question: str, *, previous: int | None = None, config: AskConfig | None = None
+) -> Run:
     """Start the ask prompt for ``user`` with ``question``, continuing run ``previous``'s thread
     when given (it must be one of the user's runs of the ask prompt, already started).
+
+    ``config`` is the prompt to start, :func:`ask_config` by default: code may choose it (per
+    user, say); a request must never.
 
     Raises :class:`AskRefused` when asking is off, the user already waits for an answer, or
     ``previous`` is not theirs or not started; ``ValidationError`` for a bad question. The run
     is sent after the surrounding transaction commits.
     """
-    config = ask_config()
+    config = config or ask_config()
     if config is None:
         raise AskRefused("not_configured", _("Asking is not set up on this site."))
     question = clean_question(question)

@@ -36,6 +36,7 @@ from django.http import HttpRequest
 
 from .asking import (
     MAX_QUESTION_LENGTH,
+    AskConfig,
     AskRefused,
     ask,
     ask_config,
@@ -407,7 +408,12 @@ class AskSerializer(serializers.Serializer):  # type: ignore[type-arg]
     def create(self, validated_data: dict[str, Any]) -> Run:
         user = self.context["request"].user
         try:
-            return ask(user, validated_data["question"], previous=validated_data.get("previous"))
+            return ask(
+                user,
+                validated_data["question"],
+                previous=validated_data.get("previous"),
+                config=self.context.get("ask_config"),
+            )
         except AskRefused as refusal:
             if refusal.code == "busy":
                 raise QuestionWaiting(str(refusal)) from None
@@ -468,16 +474,26 @@ class RunViewSet(
     schema = _RunSchema(tags=["runs"], operation_id_base="Run")
     lookup_value_regex = "[^/]+"
 
+    def get_ask_config(self) -> AskConfig | None:
+        """The prompt to start, ``ASK_PROMPT`` by default (``None``: asking is off, a 404).
+        Override to choose one per user; never take it from the request."""
+        return ask_config()
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication and permissions first
-        if ask_config() is None:
+        if self.get_ask_config() is None:
             raise exceptions.NotFound("Asking is not set up on this site.")
 
     def get_queryset(self) -> QuerySet[Run]:
         """The requesting user's runs of ``ASK_PROMPT``, newest first. Override to widen."""
         if getattr(self, "swagger_fake_view", False):
             return Run.objects.none()
-        return ask_runs(self.request.user)
+        return ask_runs(self.request.user, self.get_ask_config())
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        context["ask_config"] = self.get_ask_config()
+        return context
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer]:  # type: ignore[type-arg]
         if self.action == "create":

@@ -57,6 +57,7 @@ from .uploadtargets import fallback_knowledge_base, uploadable_knowledge_bases
 __all__ = [
     "AskStatusView",
     "AskView",
+    "AskingMixin",
     "DocumentDeleteView",
     "DocumentDetailView",
     "DocumentListView",
@@ -244,7 +245,21 @@ def requested_ids(request: HttpRequest) -> list[int] | JsonResponse:
         return JsonResponse({"error": _("ids must be integers.")}, status=400)
 
 
-class AskView(LoginRequiredMixin, FormView):  # type: ignore[type-arg]
+class AskingMixin(LoginRequiredMixin):
+    """What the Ask views share: the prompt questions start."""
+
+    request: HttpRequest
+
+    def get_ask_config(self) -> AskConfig | None:
+        """The prompt to start, ``ASK_PROMPT`` by default (``None``: asking is off, a 404).
+
+        Override to choose one per user, e.g. a prompt that searches the user's own knowledge
+        base; never take it from the request.
+        """
+        return ask_config()
+
+
+class AskView(AskingMixin, FormView):  # type: ignore[type-arg]
     """Ask the knowledge base: a question box, and at ``ask/<pk>/`` the conversation of run
     ``pk`` (the user's runs in its thread) with a box for a follow-up.
 
@@ -259,7 +274,7 @@ class AskView(LoginRequiredMixin, FormView):  # type: ignore[type-arg]
     recent_count = 5
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        config = ask_config()
+        config = self.get_ask_config()
         if config is None:
             raise Http404('Asking is off: settings.PROMPTJUGGLER["ASK_PROMPT"] is not set.')
         self.config: AskConfig = config
@@ -308,6 +323,7 @@ class AskView(LoginRequiredMixin, FormView):  # type: ignore[type-arg]
                 self.request.user,
                 form.cleaned_data["question"],
                 previous=form.cleaned_data.get("previous"),
+                config=self.config,
             )
         except AskRefused as refusal:
             if refusal.code == "unknown_previous":
@@ -318,7 +334,7 @@ class AskView(LoginRequiredMixin, FormView):  # type: ignore[type-arg]
         return HttpResponseRedirect(f"{url}#pj-run-{run.pk}")
 
 
-class AskStatusView(LoginRequiredMixin, View):
+class AskStatusView(AskingMixin, View):
     """``GET ?ids=1,2`` → those of the user's questions, with answers and sources (JSON).
 
     Polled by ``promptjuggler_django/documents.js``; a run that is not the user's is absent.
@@ -327,7 +343,7 @@ class AskStatusView(LoginRequiredMixin, View):
     raise_exception = True
 
     def get(self, request: HttpRequest) -> JsonResponse:
-        config = ask_config()
+        config = self.get_ask_config()
         if config is None:
             return JsonResponse({"error": _("Asking is not set up on this site.")}, status=404)
         ids = requested_ids(request)

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from promptjuggler_django import asking
 from promptjuggler_django.models import Run, RunKind, RunSendState
+from promptjuggler_django.views import AskView
 
 pytestmark = pytest.mark.django_db
 
@@ -321,3 +322,16 @@ def test_the_page_lists_my_recent_questions_once_per_conversation(client, ann, b
     assert "Another question?" in recent and "Its follow-up?" in recent
     assert "First question?" not in recent  # its conversation is listed by its latest turn
     assert "Bob" not in recent
+
+
+def test_a_subclass_may_choose_the_prompt_per_user_never_the_request(rf, ann):
+    class PerUserAskView(AskView):
+        def get_ask_config(self):
+            return asking.AskConfig(f"ask-{self.request.user.username}", 2, "q")
+
+    request = rf.post(ASK, {"question": "Mine?", "slug": "expensive"})
+    request.user = ann
+    response = PerUserAskView.as_view()(request)
+    assert response.status_code == 302
+    run = Run.objects.get()
+    assert (run.slug, run.version, run.inputs) == ("ask-ann", "2", {"q": "Mine?"})
