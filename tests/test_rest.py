@@ -33,16 +33,6 @@ def knowledge_base() -> KnowledgeBase:
 
 
 @pytest.fixture
-def ann(django_user_model):
-    return django_user_model.objects.create_user("ann", password="pw")
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", password="pw")
-
-
-@pytest.fixture
 def api(ann) -> APIClient:
     client = APIClient()
     client.force_authenticate(ann)
