@@ -107,6 +107,10 @@ def _is_non_empty_str(v: Any) -> bool:
     return isinstance(v, str) and bool(v.strip())
 
 
+def _is_opt_pos_number(v: Any) -> bool:
+    return v is None or _is_pos_number(v)
+
+
 def _is_processing_mode(v: Any) -> bool:
     return v in ("inline", "deferred")
 
@@ -158,6 +162,10 @@ SETTINGS: dict[str, Setting] = {
     "TASK_BACKEND": Setting("default", "a TASKS alias string", _is_str),
     "TASK_QUEUE": Setting("default", "a queue name string", _is_str),
     "TASK_PUSH_LIMIT": Setting(1000, "a positive int (documents per push task)", _is_pos_int),
+    # A broker may hold a deferred task for a limited time only (RabbitMQ: consumer_timeout).
+    "TASK_DEFER_MAX": Setting(
+        900.0, "a positive number of seconds, or None for no cap", _is_opt_pos_number
+    ),
     "RUN_MAX_ATTEMPTS": Setting(5, "a positive int", _is_pos_int),
     "RUN_POLL_AFTER": Setting(300.0, "a positive number of seconds", _is_pos_number),
     "ASK_PROMPT": Setting(None, "a prompt slug string", _is_opt_str),
