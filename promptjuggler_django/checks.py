@@ -129,6 +129,44 @@ def check_task_backend(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     return []
 
 
+#: RabbitMQ's default ``consumer_timeout`` (seconds): a consumer holding a message unacknowledged
+#: longer has its channel closed. Celery's Redis transport redelivers such a message after its
+#: ``visibility_timeout`` (an hour by default) instead: the task runs twice.
+BROKER_HOLD_LIMIT = 1800.0
+
+
+@register(Tags.compatibility)
+def check_task_deferral(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """On Celery, ``TASK_DEFER_MAX`` keeps deferred tasks inside what the broker will hold.
+
+    A Celery worker holds a task with an ETA unacknowledged until it runs; the broker gives
+    up on such a message after a while (see :data:`BROKER_HOLD_LIMIT`).
+    """
+    if not _settings_valid():
+        return []
+    try:
+        backend = task_backends[pj_settings.TASK_BACKEND]
+    except Exception:
+        return []  # E009 says so
+    if not type(backend).__module__.startswith("django_tasks_celery"):
+        return []
+    cap = pj_settings.TASK_DEFER_MAX
+    if cap is not None and cap < BROKER_HOLD_LIMIT:
+        return []
+    return [
+        Warning(
+            f'settings.PROMPTJUGGLER["TASK_DEFER_MAX"] is {cap!r} with the Celery backend: a '
+            "Celery worker holds a deferred task unacknowledged until it runs, and RabbitMQ "
+            "closes the channel of a consumer that holds a message past its consumer_timeout "
+            "(30 minutes by default); Redis redelivers it after its visibility_timeout.",
+            hint="Set TASK_DEFER_MAX well below the broker's limit (the default, 900.0, is). "
+            "If you raised the limit, add promptjuggler_django.W004 to "
+            "SILENCED_SYSTEM_CHECKS.",
+            id="promptjuggler_django.W004",
+        )
+    ]
+
+
 def _task_aliases() -> list[str]:
     try:
         return list(task_backends)

@@ -5,6 +5,7 @@ Each has a system check with an id, a message naming the setting, and a hint.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import subprocess
@@ -22,6 +23,7 @@ from promptjuggler_django.checks import (
     check_ask_page,
     check_settings,
     check_task_backend,
+    check_task_deferral,
     check_upload_page,
 )
 from promptjuggler_django.conf import pj_settings
@@ -194,6 +196,42 @@ def test_configured_queue_passes(settings):
     assert check_task_backend() == []
     settings.TASKS = {"default": {"BACKEND": DUMMY, "QUEUES": []}}  # empty: any queue
     assert check_task_backend() == []
+
+
+class CeleryLikeBackend(importlib.import_module(f"{TASKS_MODULE}.backends.dummy").DummyBackend):
+    """Stands for django-tasks-celery's backend where it cannot be installed (Python 3.11)."""
+
+    __module__ = "django_tasks_celery.backend"
+
+
+CELERY_LIKE = f"{__name__}.CeleryLikeBackend"
+
+
+@pytest.mark.parametrize("cap", [None, 1800.0, 7200])
+def test_celery_without_a_cap_below_the_brokers_hold_limit_is_warned(settings, cap):
+    settings.TASKS = {"default": {"BACKEND": CELERY_LIKE}}
+    configure(settings, TASK_DEFER_MAX=cap)
+    [message] = check_task_deferral()
+    assert message.id == "promptjuggler_django.W004"
+    assert f'PROMPTJUGGLER["TASK_DEFER_MAX"] is {cap!r}' in message.msg
+    assert "consumer_timeout" in message.msg
+    assert "SILENCED_SYSTEM_CHECKS" in message.hint
+
+
+def test_celery_with_the_default_cap_passes_and_other_backends_need_none(settings):
+    settings.TASKS = {"default": {"BACKEND": CELERY_LIKE}}
+    assert check_task_deferral() == []  # TASK_DEFER_MAX's default, 900 s
+    settings.TASKS = {"default": {"BACKEND": DUMMY}}
+    configure(settings, TASK_DEFER_MAX=None)
+    assert check_task_deferral() == []
+
+
+def test_the_real_celery_backend_is_recognised(settings):
+    pytest.importorskip("django_tasks_celery", reason="django-tasks-celery needs Python 3.12+")
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_celery.CeleryBackend"}}
+    configure(settings, TASK_DEFER_MAX=None)
+    [message] = check_task_deferral()
+    assert message.id == "promptjuggler_django.W004"
 
 
 def sample_task(value: int) -> None:
