@@ -66,11 +66,12 @@ def celery_or_skip() -> None:
         from kombu import Connection
     except ImportError as exc:
         unavailable(f"django-tasks-celery is not installed ({exc})", "PJ_REQUIRE_CELERY")
+    where = Connection(BROKER_URL).as_uri()  # the password masked
     try:
         with Connection(BROKER_URL, connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1)
     except Exception as exc:
-        unavailable(f"no RabbitMQ at {BROKER_URL} ({type(exc).__name__})", "PJ_REQUIRE_CELERY")
+        unavailable(f"no RabbitMQ at {where} ({type(exc).__name__})", "PJ_REQUIRE_CELERY")
 
 
 @contextlib.contextmanager
