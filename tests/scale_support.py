@@ -424,6 +424,8 @@ def run_scale_out(
             **fleet.env,
         }
         timings["setup"] = time.monotonic() - started
+        # Runs once the workers have stopped (the stack unwinds last in, first out).
+        stack.callback(lambda: timings.__setitem__("stopped", time.monotonic() - started))
         workers = stack.enter_context(fleet.start(2, env, tmp_path))
         timings["workers up"] = time.monotonic() - started
         run = ScaleOut(fleet, db["ENGINE"].rsplit(".", 1)[-1], workers, timings)
