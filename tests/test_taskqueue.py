@@ -9,9 +9,12 @@ at most that far, the last of which enqueues the real task for the time it asked
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
@@ -166,3 +169,70 @@ def test_the_cap_must_be_a_positive_number_or_none(settings: Any, value: Any) ->
     settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "TASK_DEFER_MAX": value}
     with pytest.raises(ImproperlyConfigured, match=r'\["TASK_DEFER_MAX"\] must be'):
         _ = pj_settings.TASK_DEFER_MAX
+
+
+# -- on Celery: what django-tasks-celery makes of a deferral (no broker needed) ---------------
+
+
+@pytest.fixture
+def celery_sent(settings: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, Any]]:
+    """The Celery backend on queue ``promptjuggler``; yields what would go to the broker."""
+    if sys.version_info < (3, 12) or django.VERSION < (6, 0):
+        pytest.skip("django-tasks-celery needs Python 3.12+ and Django 6")
+    pytest.importorskip("django_tasks_celery")
+    from celery.app.task import Task as CeleryTask
+
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "django_tasks_celery.CeleryBackend",
+            "QUEUES": ["default", "promptjuggler"],
+            "OPTIONS": {"CELERY_APP": "tests.celery_app.app"},
+        }
+    }
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "TASK_QUEUE": "promptjuggler"}
+    sent: list[tuple[str, Any, Any]] = []
+
+    def apply_async(self: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        sent.append((self.name, args, options))
+        return SimpleNamespace(id=f"sent-{len(sent)}")
+
+    monkeypatch.setattr(CeleryTask, "apply_async", apply_async)
+    return sent
+
+
+def test_on_celery_a_deferral_is_an_eta_on_the_configured_queue(
+    celery_sent: list[tuple[str, Any, Any]], settings: Any
+) -> None:
+    when = timezone.now() + timedelta(seconds=60)
+    assert taskqueue.enqueue_at(tasks.push_knowledge_base_task, when, 7)
+    assert celery_sent == [
+        (
+            "promptjuggler_django.sync.tasks.push_knowledge_base_task",
+            [7],
+            {"queue": "promptjuggler", "eta": when},
+        )
+    ]
+
+
+def test_on_celery_a_long_deferral_is_a_relay_held_no_longer_than_the_cap(
+    celery_sent: list[tuple[str, Any, Any]],
+) -> None:
+    before = timezone.now()
+    when = before + HOUR
+    assert taskqueue.enqueue_at(tasks.push_knowledge_base_task, when, 7)
+    [(name, args, options)] = celery_sent
+    assert name == "promptjuggler_django.taskqueue.relay_deferred_task"
+    assert args == [tasks.push_knowledge_base_task.module_path, when.isoformat(), [7]]
+    assert options["queue"] == "promptjuggler"
+    cap = timedelta(seconds=pj_settings.TASK_DEFER_MAX)
+    assert before < options["eta"] <= timezone.now() + cap
+
+
+def test_on_celery_the_default_queue_is_celerys_own(
+    celery_sent: list[tuple[str, Any, Any]], settings: Any
+) -> None:
+    # django-tasks-celery names no queue for "default": Celery's task_default_queue gets it.
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "TASK_QUEUE": "default"}
+    assert taskqueue.enqueue(tasks.push_knowledge_base_task, 7)
+    [(_, _, options)] = celery_sent
+    assert "queue" not in options
