@@ -35,7 +35,7 @@ from ._scale import EstimatedCountPaginator, RelatedWithRowsFilter, listed_choic
 #: The documents shown on a knowledge base's change page (the rest are one click away).
 RECENT_DOCUMENTS = 10
 
-_CSS = {"all": ("promptjuggler_django/documents.css",)}
+_CSS = {"all": ("promptjuggler_django/documents.css", "promptjuggler_django/admin.css")}
 
 
 def _remote_status_choices() -> list[tuple[str, str]]:
