@@ -1,9 +1,15 @@
 """The pages at the widths people use them, filled with realistic rows (long file names, UUIDs,
-every state): nothing is wider than the window."""
+every state): nothing is wider than the window, and the screenshots the docs show are taken from
+these checked pages.
+
+``PJ_SAVE_SCREENSHOTS=docs python -m pytest tests/browser/test_layout.py`` refreshes
+``docs/screenshot-*.png``; without the variable nothing is written.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +41,16 @@ SAMPLES = Path(__file__).resolve().parents[2] / "example_project" / "sample_docu
 LONG_NAME = "Quarterly-financial-report-2026-Q3-final-revised-v12-approved-by-the-board.pdf"
 #: Chosen in the upload form (not yet sent) when the upload page is shown.
 CHOSEN = ["onboarding-checklist.html", "expenses-faq.md"]
+
+
+def save_screenshot(page: Any, name: str, **options: Any) -> None:
+    """Save ``page`` as ``$PJ_SAVE_SCREENSHOTS/<name>`` when the variable is set (the docs)."""
+    directory = os.environ.get("PJ_SAVE_SCREENSHOTS")
+    if not directory:
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    page.mouse.move(0, 0)  # no hover state in the picture
+    page.screenshot(path=Path(directory) / name, animations="disabled", **options)
 
 
 def assert_fits(page: Any) -> None:
@@ -141,6 +157,8 @@ def test_upload_page_and_list_fit_the_screen(new_page, documents, width):
     expect(page.locator("tr[data-pj-document]")).to_have_count(len(documents))
     assert_fits(page)
     assert_accessible(page)
+    if width == 1280:
+        save_screenshot(page, "screenshot-upload.png", full_page=True)
 
     page.goto(LIST)
     rows = page.locator("tr[data-pj-document]")
@@ -149,6 +167,8 @@ def test_upload_page_and_list_fit_the_screen(new_page, documents, width):
         ["Waiting to retry", "Processing", "Ready", "Ready", "Checking"]
     )
     assert_fits(page)
+    if width == 390:
+        save_screenshot(page, "screenshot-list-phone.png", full_page=True)
 
 
 @pytest.mark.parametrize("sidebar", ["open", "closed"])
@@ -168,6 +188,8 @@ def test_admin_changelists_fit_1280_px(new_page, django_user_model, documents, d
     expect(page.locator("#result_list tbody tr")).to_have_count(len(documents))
     expect(page.locator("#result_list")).to_contain_text(LONG_NAME)
     assert_fits(page)
+    if sidebar == "closed":
+        save_screenshot(page, "screenshot-admin.png")
 
     page.goto(ADMIN_DELIVERIES)
     expect(page.locator("#result_list tbody tr")).to_have_count(7)
