@@ -24,7 +24,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .. import sync
-from ..display import remote_status_badge, sync_state_badge
+from ..display import badge, badge_label, remote_status_badge, sync_state_badge
 from ..filetypes import guess_content_type
 from ..forms import DocumentUploadForm, report_refused_files, validate_document_file
 from ..models import DOCUMENT_STATUS_RANK, KnowledgeBase, KnowledgeDocument, RemoteDeletion
@@ -35,12 +35,12 @@ from ._scale import EstimatedCountPaginator, RelatedWithRowsFilter, listed_choic
 #: The documents shown on a knowledge base's change page (the rest are one click away).
 RECENT_DOCUMENTS = 10
 
-_CSS = {"all": ("promptjuggler_django/documents.css",)}
+_CSS = {"all": ("promptjuggler_django/documents.css", "promptjuggler_django/admin.css")}
 
 
 def _remote_status_choices() -> list[tuple[str, str]]:
     """The statuses PromptJuggler documents (others are found by search or sort)."""
-    return [(status, status) for status in DOCUMENT_STATUS_RANK]
+    return [(status, badge_label(status)) for status in DOCUMENT_STATUS_RANK]
 
 
 @admin.register(KnowledgeBase)
@@ -119,7 +119,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: KnowledgeBase) -> SafeString:
-        return remote_status_badge(obj.status)
+        return remote_status_badge(obj.status, KnowledgeBase.Status.choices)
 
     # PromptJuggler's own figures, as of the last sync: said in the column names so nobody takes
     # them for the local rows (next column) or for live numbers.
@@ -139,11 +139,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def blocked(self, obj: KnowledgeBase) -> Any:
         if not obj.is_blocked:
             return "—"
-        return format_html(
-            '<span class="pj-badge pj-badge--danger" title="{}">{}</span>',
-            obj.blocked_reason,
-            _("Blocked"),
-        )
+        return badge(_("Blocked"), "danger", title=obj.blocked_reason)
 
     @admin.display(description=_("local documents"), ordering="local_document_count")
     def local_documents(self, obj: KnowledgeBase) -> SafeString:

@@ -18,7 +18,7 @@ from promptjuggler_django.models import KnowledgeBase, Run, RunSendState
 from promptjuggler_django.testing import FakePromptJuggler
 
 from ..test_ask_views import answered, make_run
-from .conftest import log_in
+from .conftest import log_in, save_screenshot
 from .test_documents import assert_accessible, text_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -92,6 +92,7 @@ def test_upload_ask_and_follow_up(
     expect(page.locator("[data-pj-announce]")).to_contain_text("27 vacation days")
     expect(page.locator("[data-pj-reload-hint]")).to_be_hidden()
     assert page.evaluate("window.__pjSamePage") is True  # never reloaded
+    save_screenshot(page, "screenshot-ask.png", full_page=True)
 
     # A follow-up continues the same conversation.
     expect(page.get_by_role("button", name="Ask")).to_be_enabled()
