@@ -116,7 +116,7 @@ def test_demo_command_serves_a_working_site(chromium, demo_site):
         page.click("#login-form [type=submit]")
         page.goto("/admin/promptjuggler_django/knowledgedocument/")
         expect(page.locator("#result_list")).to_contain_text("employee-handbook.md")
-        expect(page.locator("[data-pj-remote-status]")).to_have_text("ready")
+        expect(page.locator("[data-pj-remote-status]")).to_have_text("Ready")
     finally:
         context.close()
 
