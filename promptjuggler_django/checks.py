@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import NoReverseMatch, reverse
 
@@ -244,14 +244,15 @@ def check_ask_page(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         return []
     if not _routed("promptjuggler_django:ask"):
         return []
+    # Asking is optional and off until a prompt is named: say so, without warning about it
+    # (a project that includes the app's URLs for documents only is configured correctly).
     return [
-        Warning(
+        Info(
             "The Ask page (promptjuggler_django:ask) is routed, but "
-            'settings.PROMPTJUGGLER["ASK_PROMPT"] is not set: the page and its status '
-            "endpoint answer 404.",
+            'settings.PROMPTJUGGLER["ASK_PROMPT"] is not set: asking is off, and the page and '
+            "its status endpoint answer 404.",
             hint="Set ASK_PROMPT to the slug of the published prompt that answers questions "
-            "(and ASK_PROMPT_VERSION, ASK_INPUT to match it), or leave the warning if asking "
-            "is meant to be off.",
-            id="promptjuggler_django.W010",
+            "(and ASK_PROMPT_VERSION, ASK_INPUT to match it) to turn asking on.",
+            id="promptjuggler_django.I001",
         )
     ]

@@ -154,13 +154,13 @@ def test_upload_page_check_passes_with_a_default_or_without_the_page(settings):
 # --- The Ask page without a prompt ---------------------------------------------------------
 
 
-def test_routed_ask_page_without_a_prompt_is_a_warning(settings):
+def test_routed_ask_page_without_a_prompt_is_reported(settings):
     configure(settings, ASK_PROMPT=None)
     [message] = check_ask_page()
-    assert message.id == "promptjuggler_django.W010"
+    assert message.id == "promptjuggler_django.I001"
     assert 'PROMPTJUGGLER["ASK_PROMPT"]' in message.msg
     assert "ASK_PROMPT" in message.hint
-    assert "promptjuggler_django.W010" in ids(run_checks(databases=[]))
+    assert "promptjuggler_django.I001" in ids(run_checks(databases=[]))
 
 
 def test_ask_page_check_passes_with_a_prompt_or_without_the_page(settings):
