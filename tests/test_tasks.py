@@ -252,6 +252,24 @@ def test_a_deferred_push_reschedules_what_is_still_waiting(
 
 
 @pytest.mark.django_db
+def test_a_retry_that_fell_due_during_the_push_is_still_scheduled(
+    pj: Any, kb: Any, dummy_tasks: list[Any], settings: Any, monkeypatch: Any
+) -> None:
+    """A block whose backoff ran out while the push was still running leaves its documents
+    due, not waiting: they are handed on to a task at once, not left for promptjuggler_sync."""
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "API_KEY": "pj_bad"}
+    monkeypatch.setattr("promptjuggler_django.sync._outcomes.backoff_delay", lambda *a: 0.0)
+    doc = make_doc(kb, "held.txt")
+    dummy_tasks.clear()
+    tasks.push_knowledge_base_task.call(kb.pk)  # refused with 401: blocked until "now"
+    doc.refresh_from_db()
+    assert doc.sync_state == SyncState.QUEUED and doc.next_attempt_at <= timezone.now()
+    [successor] = dummy_tasks
+    assert successor.args == [kb.pk]
+    assert successor.task.run_after == doc.next_attempt_at
+
+
+@pytest.mark.django_db
 def test_a_push_of_given_documents_reschedules_their_knowledge_base(
     pj: Any, kb: Any, dummy_tasks: list[Any]
 ) -> None:

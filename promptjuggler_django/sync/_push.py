@@ -260,7 +260,9 @@ def _reschedule_waiting(knowledge_base_ids: set[int], using: str) -> None:
 
     Each row draws its own jittered delay, so the task that runs at the earliest pushes only
     what is due by then: whatever still waits (retrying, or held while the knowledge base is
-    blocked) is handed on here, so every retry happens without ``promptjuggler_sync``.
+    blocked) is handed on here, so every retry happens without ``promptjuggler_sync``. That
+    includes a wait that ran out while this push was running (a short backoff on a busy
+    worker): it is handed on for now, not dropped.
     """
     if not knowledge_base_ids:
         return
@@ -269,7 +271,7 @@ def _reschedule_waiting(knowledge_base_ids: set[int], using: str) -> None:
         .filter(
             knowledge_base_id__in=sorted(knowledge_base_ids),
             sync_state__in=(SyncState.QUEUED, SyncState.RETRYING),
-            next_attempt_at__gt=timezone.now(),
+            next_attempt_at__isnull=False,
         )
         .values("knowledge_base_id")
         .annotate(when=Min("next_attempt_at"))
