@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connections, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import signals, transitions
@@ -25,6 +24,7 @@ from ..apply import replay_early_webhooks
 from ..client import RemoteDocument
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, SyncState
+from ._locking import locked_rows
 from ._outbox import Tombstone, enqueue_push_for, write_tombstones
 
 logger = logging.getLogger("promptjuggler_django.sync")
@@ -147,18 +147,6 @@ def run_after_commit(func: Callable[..., Any], *args: Any, using: str, **kwargs:
             logger.exception("%s failed after commit (%s); the committed work stands.", name, exc)
 
     transaction.on_commit(hook, using=using, robust=True)
-
-
-def locked_rows(qs: QuerySet[Any], using: str, *, skip_locked: bool) -> QuerySet[Any]:
-    features = connections[using].features
-    if not features.has_select_for_update:
-        return qs  # SQLite: writes are serialised; the conditional update decides
-    kwargs: dict[str, Any] = {}
-    if skip_locked and features.has_select_for_update_skip_locked:
-        kwargs["skip_locked"] = True
-    if features.has_select_for_update_of:
-        kwargs["of"] = ("self",)
-    return qs.select_for_update(**kwargs)
 
 
 def match_answer(

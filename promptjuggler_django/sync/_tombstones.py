@@ -20,7 +20,8 @@ from .. import signals
 from ..client import APIError, PromptJugglerClient, PromptJugglerError
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
-from ._outcomes import ERROR_LENGTH, Progress, backoff_delay, locked_rows, run_after_commit
+from ._locking import first_unlocked
+from ._outcomes import ERROR_LENGTH, Progress, backoff_delay, run_after_commit
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -86,7 +87,7 @@ def drain_tombstones(
                 if seen:
                     qs = qs.exclude(pk__in=seen)
                 qs = qs.select_related("knowledge_base").order_by("pk")
-                batch = list(locked_rows(qs, using, skip_locked=True)[:_TOMBSTONES_PER_ROUND])
+                batch = first_unlocked(qs, using, _TOMBSTONES_PER_ROUND)
                 if not batch:
                     break
                 RemoteDeletion.objects.using(using).filter(pk__in=[t.pk for t in batch]).update(
