@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.storage import Storage, storages
@@ -40,7 +40,15 @@ def document_upload_to(instance: KnowledgeDocument, filename: str) -> str:
     return posixpath.join(dirname, os.path.basename(filename))
 
 
-class ExactCharField(models.CharField[Any, Any]):
+if TYPE_CHECKING:
+    _CharField = models.CharField[Any, Any]
+    _Lookup = lookups.Lookup[Any]
+else:  # Django's fields and lookups take no type parameters at run time
+    _CharField = models.CharField
+    _Lookup = lookups.Lookup
+
+
+class ExactCharField(_CharField):
     """A ``CharField`` whose values compare exactly (case, accents) on every database.
 
     PostgreSQL and SQLite compare text exactly by default; MariaDB's and MySQL's default
@@ -59,7 +67,7 @@ class ExactCharField(models.CharField[Any, Any]):
         return params
 
 
-class _LowerCased(lookups.Lookup[Any]):
+class _LowerCased(_Lookup):
     """On MariaDB/MySQL, a case-insensitive lookup over a binary collation: both sides
     lower-cased (MySQL's ``i…`` lookups otherwise rely on the column's collation)."""
 
