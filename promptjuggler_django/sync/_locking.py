@@ -51,8 +51,7 @@ def first_unlocked(qs: QuerySet[Any], using: str, limit: int) -> list[Any]:
     make the write that follows conditional on ``qs``'s filters where the database has no
     row locks (SQLite).
     """
-    connection = connections[using]
-    if not (connection.vendor == "mysql" and connection.features.has_select_for_update_skip_locked):
+    if connections[using].vendor != "mysql":
         return list(locked_rows(qs, using, skip_locked=True)[:limit])
     # InnoDB: lock by primary key what a plain read found first. Without a join, so that only
     # these rows are locked (MariaDB has no FOR UPDATE OF); related rows are read after.
@@ -65,10 +64,11 @@ def first_unlocked(qs: QuerySet[Any], using: str, limit: int) -> list[Any]:
         if not keys:
             return []
         # The filters again: a candidate claimed and committed meanwhile no longer matches.
-        rows = list(plain.filter(pk__in=keys).select_for_update(skip_locked=True))
+        rows = list(locked_rows(plain.filter(pk__in=keys), using, skip_locked=True))
         if rows:
             break
-        # Every candidate is held by another transaction (or was just taken): read on past them.
+        # Every candidate is held by another transaction (MariaDB 10.5 without SKIP LOCKED waits
+        # for it instead) or was just taken: read on past them.
         passed_over.extend(keys)
     if related:
         prefetch_related_objects(rows, *related)
