@@ -244,7 +244,8 @@ def _write(rows: list[KnowledgeDocument], fields: set[str], using: str) -> None:
     """Write ``fields`` of ``rows`` with one parametrised UPDATE run for every row.
 
     ``executemany`` is one query to Django; SQLite runs it in-process and psycopg 3 pipelines
-    it (libpq 14 or later), so it costs no round trip per row. ``bulk_update`` would build a
+    it (libpq 14 or later), so it costs no round trip per row (mysqlclient batches only
+    ``INSERT``: on MariaDB/MySQL it is one round trip per row). ``bulk_update`` would build a
     ``CASE WHEN pk = … THEN …`` expression per row and field, and resolving those in Python
     costs more than uploading small files.
     """
