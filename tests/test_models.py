@@ -147,6 +147,14 @@ def test_slugs_are_compared_exactly_on_every_database():
     assert RemoteDeletion.objects.filter(knowledge_base_slug__icontains="docs").count() == 1
 
 
+def test_the_claim_index_raises_no_warning_where_it_cannot_be_partial():
+    """``pj_doc_claim`` is partial where the database allows it and plain elsewhere (MariaDB,
+    MySQL) by design: Django's "conditions will be ignored" (models.W037) says nothing a user
+    could act on, and Django 6.1 shows it on every ``check``."""
+    messages = KnowledgeDocument.check(databases=["default"])
+    assert [m.id for m in messages] == []
+
+
 def test_webhook_dedupe_key_is_unique():
     WebhookDelivery.objects.create(event_type="unknown", dedupe_key="k" * 64)
     with pytest.raises(IntegrityError):
