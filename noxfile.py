@@ -3,7 +3,8 @@
 ``nox -l`` lists them. ``nox -s tests`` runs the whole matrix (Python 3.11 with Django 5.2,
 Python 3.13 with Django 6.0 and 6.1, each on SQLite, PostgreSQL and MariaDB); ``nox -t checks``
 runs lint, mypy and the documentation build. A missing interpreter fails the run instead of
-skipping it.
+skipping it. The Django 6 cells also install the ``celery`` extra (django-tasks-celery), for the
+Celery scale-out test; it needs RabbitMQ at 127.0.0.1:5672 and runs on PostgreSQL.
 
 PostgreSQL sessions expect a server at 127.0.0.1:5432 that trusts the ``postgres`` user, MariaDB
 sessions one at 127.0.0.1:3306 with a passwordless ``root`` (and ``pkg-config`` and
@@ -60,6 +61,12 @@ def _expose_pyenv_interpreters() -> None:
 _expose_pyenv_interpreters()
 
 
+def _extra(name: str) -> list[str]:
+    """The requirements of one of the package's extras, as pyproject.toml lists them."""
+    pyproject = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
+    return list(pyproject["project"]["optional-dependencies"][name])
+
+
 def _test_params() -> list[nox.param]:
     return [
         nox.param(python, django, db, id=f"py{python}-django{django}-{db}")
@@ -74,6 +81,8 @@ def tests(session: nox.Session, django: str, db: str) -> None:
     """The test suite on one Python, Django and database combination."""
     extras = "test,mariadb" if db == "mariadb" else "test"
     session.install("-e", f".[{extras}]", f"django=={django}.*")
+    if django != "5.2":  # django-tasks-celery needs Django 6 (and Python 3.12+)
+        session.install(*_extra("celery"), f"django=={django}.*")
     env = {"PJ_TEST_DB": db}
     # One test database per session, so sessions never drop each other's database.
     test_name = f"test_pj_py{session.python}_dj{django}".replace(".", "")
@@ -107,8 +116,7 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site; any warning (a broken link, a missing page) fails."""
     # The API reference is read from the source (griffe), so the package need not be installed:
     # only the requirements of its `docs` extra.
-    pyproject = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
-    session.install(*pyproject["project"]["optional-dependencies"]["docs"])
+    session.install(*_extra("docs"))
     session.run(
         "mkdocs",
         "build",

@@ -37,6 +37,7 @@ DATA_FILES = (
     "templates/promptjuggler_django/document_upload.html",
     "static/promptjuggler_django/documents.css",
     "static/promptjuggler_django/documents.js",
+    "static/promptjuggler_django/admin.css",
 )
 STATIC_FILES = ("promptjuggler_django/documents.css", "promptjuggler_django/documents.js")
 

@@ -50,9 +50,26 @@ def _apply_knowledge_base(event: Event, observed_at: datetime, delivery: Webhook
     )
 
 
+#: The run kind each per-event URL names; the shared URL's ``run.finished`` names none.
+_RUN_KINDS: dict[str, str] = {
+    WebhookDelivery.EventType.PROMPT_RUN_FINISHED: "prompt",
+    WebhookDelivery.EventType.WORKFLOW_RUN_FINISHED: "workflow",
+}
+
+
 def _apply_run(event: Event, observed_at: datetime, delivery: WebhookDelivery) -> str:
-    # Runs have no local row; the app relays them. A duplicate never gets here (its key is
-    # taken), so a run is signalled once per delivery, and again per replay.
+    outcome = status.apply_run_status(
+        remote_id=event.object_id,
+        status=event.status,
+        observed_at=observed_at,
+        kind=_RUN_KINDS.get(event.event_type),
+        delivery=delivery,
+    )
+    if outcome != status.UNKNOWN_OBJECT:
+        return outcome
+    # Not a run the app started (or its start answer is not stored yet: the push of that
+    # answer replays this delivery). The app relays it; a duplicate never gets here (its key
+    # is taken), so it is signalled once per delivery, and again per replay.
     signals.send_on_commit(
         signals.run_finished,
         sender=None,
@@ -180,6 +197,14 @@ def process_pending_deliveries(limit: int = 500) -> int:
     return len(ids)
 
 
+#: The event types a run's early deliveries may have been logged as.
+RUN_EVENT_TYPES = (
+    WebhookDelivery.EventType.RUN_FINISHED,
+    WebhookDelivery.EventType.PROMPT_RUN_FINISHED,
+    WebhookDelivery.EventType.WORKFLOW_RUN_FINISHED,
+)
+
+
 def replay_early_webhooks(remote_ids: Sequence[Any], *, using: str | None = None) -> int:
     """Apply logged ``knowledgedocument.finished`` deliveries that found no row at the time.
 
@@ -188,20 +213,39 @@ def replay_early_webhooks(remote_ids: Sequence[Any], *, using: str | None = None
     its row, the logged deliveries are applied again (forward-only, so order does not matter).
     One query when there is nothing to replay.
     """
+    return _replay(
+        remote_ids,
+        outcome=Outcome.UNKNOWN_OBJECT,
+        event_types=(WebhookDelivery.EventType.DOCUMENT_FINISHED,),
+        using=using,
+    )
+
+
+def replay_early_run_webhooks(remote_ids: Sequence[Any], *, using: str | None = None) -> int:
+    """Apply logged run deliveries that arrived before the run's start answer was stored.
+
+    Such a delivery found no run with its id, so it was relayed as a run the app did not start
+    (``applied``, :data:`~promptjuggler_django.signals.run_finished`). Once the id is on the
+    row it is applied again, forward-only. One query when there is nothing to replay.
+    """
+    return _replay(remote_ids, outcome=Outcome.APPLIED, event_types=RUN_EVENT_TYPES, using=using)
+
+
+def _replay(
+    remote_ids: Sequence[Any], *, outcome: str, event_types: Sequence[str], using: str | None
+) -> int:
     if not remote_ids:
         return 0
     deliveries = list(
         WebhookDelivery.objects.using(using or DEFAULT_DB_ALIAS)
         .filter(
             object_id__in=[str(r) for r in remote_ids],
-            outcome=WebhookDelivery.Outcome.UNKNOWN_OBJECT,
-            event_type=WebhookDelivery.EventType.DOCUMENT_FINISHED,
+            outcome=outcome,
+            event_type__in=event_types,
         )
         .order_by("signature_timestamp", "pk")
         .values_list("pk", flat=True)
     )
-    if not deliveries:
-        return 0
     for delivery_id in deliveries:
         replay_delivery(delivery_id)
     return len(deliveries)

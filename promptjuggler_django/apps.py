@@ -9,8 +9,12 @@ class PromptJugglerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Imported once the app registry is ready: both need the models.
-        from . import checks  # noqa: F401  (registers the system checks)
-        from .sync import connect_receivers
+        # Imported once the app registry is ready: they need the models.
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            runs,
+            sync,
+        )
 
-        connect_receivers()
+        sync.connect_receivers()
+        runs.connect_receivers()

@@ -91,8 +91,24 @@ def _is_str_seq(v: Any) -> bool:
     return isinstance(v, list | tuple) and all(isinstance(s, str) and s for s in v)
 
 
+def _is_callable_or_path(v: Any) -> bool:
+    return callable(v) or _is_non_empty_str(v)
+
+
 def _is_upload_to(v: Any) -> bool:
     return isinstance(v, str) or callable(v)
+
+
+def _is_version(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool) and v > 0) or _is_non_empty_str(v)
+
+
+def _is_non_empty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _is_opt_pos_number(v: Any) -> bool:
+    return v is None or _is_pos_number(v)
 
 
 def _is_processing_mode(v: Any) -> bool:
@@ -118,6 +134,12 @@ SETTINGS: dict[str, Setting] = {
     "WEBHOOK_RETENTION_DAYS": Setting(30, "a positive int (days)", _is_pos_int),
     "WEBHOOK_PROCESSING": Setting("inline", "'inline' or 'deferred'", _is_processing_mode),
     "DEFAULT_KNOWLEDGE_BASE": Setting(None, "a knowledge-base slug string", _is_opt_str),
+    "CHOOSABLE_KNOWLEDGE_BASES": Setting((), "a list of knowledge-base slug strings", _is_str_seq),
+    "UPLOAD_KNOWLEDGE_BASES_CALLBACK": Setting(
+        "promptjuggler_django.uploadtargets.default_upload_knowledge_bases",
+        "a dotted path to a callable (request) -> knowledge bases, or the callable",
+        _is_callable_or_path,
+    ),
     "CONNECT_TIMEOUT": Setting(5.0, "a positive number of seconds", _is_pos_number),
     "READ_TIMEOUT": Setting(60.0, "a positive number of seconds", _is_pos_number),
     "WRITE_TIMEOUT": Setting(60.0, "a positive number of seconds", _is_pos_number),
@@ -140,6 +162,15 @@ SETTINGS: dict[str, Setting] = {
     "TASK_BACKEND": Setting("default", "a TASKS alias string", _is_str),
     "TASK_QUEUE": Setting("default", "a queue name string", _is_str),
     "TASK_PUSH_LIMIT": Setting(1000, "a positive int (documents per push task)", _is_pos_int),
+    # A broker may hold a deferred task for a limited time only (RabbitMQ: consumer_timeout).
+    "TASK_DEFER_MAX": Setting(
+        900.0, "a positive number of seconds, or None for no cap", _is_opt_pos_number
+    ),
+    "RUN_MAX_ATTEMPTS": Setting(5, "a positive int", _is_pos_int),
+    "RUN_POLL_AFTER": Setting(300.0, "a positive number of seconds", _is_pos_number),
+    "ASK_PROMPT": Setting(None, "a prompt slug string", _is_opt_str),
+    "ASK_PROMPT_VERSION": Setting("__latest__", "a version: a number or a tag string", _is_version),
+    "ASK_INPUT": Setting("question", "an input name string", _is_non_empty_str),
 }
 
 

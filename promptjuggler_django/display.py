@@ -10,6 +10,7 @@ their labels from here so they never disagree.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from django.utils import formats, timezone
 from django.utils.functional import Promise
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from .models import KnowledgeDocument, SyncState
@@ -170,9 +172,29 @@ def phase_payload(document: KnowledgeDocument) -> dict[str, Any]:
     }
 
 
-def badge(label: Any, tone: str, **data: str) -> SafeString:
-    """A ``<span class="pj-badge pj-badge--TONE">`` with optional ``data-pj-*`` attributes."""
-    attrs = "".join(
+#: ``(value, label)`` pairs, as a model field's ``choices`` gives them.
+Choices = Iterable[tuple[Any, Any]]
+
+
+def badge_label(value: str, choices: Choices | None = None) -> str:
+    """The text of every badge: the model's choice label for ``value`` when it has one, else
+    ``value`` verbatim with a capital first letter.
+
+    One rule for the admin and the pages, so "Synced" never sits next to "ready". Remote statuses
+    have no labels of their own (PromptJuggler's strings are kept verbatim and new ones may
+    appear): ``"indexing"`` is shown as "Indexing".
+    """
+    for choice, label in choices or ():
+        if choice == value:
+            return str(label)
+    return capfirst(value)
+
+
+def badge(label: Any, tone: str, *, title: str = "", **data: str) -> SafeString:
+    """A ``<span class="pj-badge pj-badge--TONE">`` with an optional ``title`` (the raw value a
+    label stands for) and ``data-pj-*`` attributes."""
+    attrs = format_html(' title="{}"', title) if title else ""
+    attrs += "".join(
         format_html(' data-pj-{}="{}"', name.replace("_", "-"), value)
         for name, value in data.items()
     )
@@ -188,16 +210,25 @@ def phase_badge(document: KnowledgeDocument) -> SafeString:
 
 
 def sync_state_badge(document: KnowledgeDocument) -> SafeString:
-    """The admin's badge for the local push state."""
+    """The admin's badge for the local push state (raw value in ``data-pj-sync-state``)."""
+    state = document.sync_state
     return badge(
-        document.get_sync_state_display(),
-        _SYNC_TONES.get(document.sync_state, "neutral"),
-        sync_state=document.sync_state,
+        badge_label(state, SyncState.choices),
+        _SYNC_TONES.get(state, "neutral"),
+        title=state,
+        sync_state=state,
     )
 
 
-def remote_status_badge(status: str) -> SafeString:
-    """A badge for a PromptJuggler status string, shown verbatim (unknown values included)."""
+def remote_status_badge(status: str, choices: Choices | None = None) -> SafeString:
+    """A badge for a PromptJuggler status string: labelled by :func:`badge_label` (``choices``
+    when the field has them, as ``KnowledgeBase.status`` does), the verbatim string kept in
+    ``data-pj-remote-status`` and the title. Unknown statuses are shown, as still processing."""
     if not status:
         return badge("—", "neutral", remote_status="")
-    return badge(status, _REMOTE_TONES.get(status, "active"), remote_status=status)
+    return badge(
+        badge_label(status, choices),
+        _REMOTE_TONES.get(status, "active"),
+        title=status,
+        remote_status=status,
+    )

@@ -27,6 +27,7 @@ from .conf import pj_settings
 from .filetypes import guess_content_type, validate_file_content
 from .models import KnowledgeBase, KnowledgeDocument
 from .uploadhandlers import file_too_large
+from .uploadtargets import NOT_ALLOWED
 
 __all__ = [
     "DocumentUploadForm",
@@ -166,7 +167,9 @@ class DocumentUploadForm(forms.Form):
     """Upload one or several documents into a knowledge base.
 
     ``knowledge_base``: where the files go (default: ``DEFAULT_KNOWLEDGE_BASE``).
-    ``knowledge_bases``: a queryset to let the user choose instead (the admin passes one).
+    ``knowledge_bases``: a queryset to let the user choose instead (the admin passes one; the
+    upload page does when the user may upload into several): anything else is refused with
+    :data:`~promptjuggler_django.uploadtargets.NOT_ALLOWED`, whether it exists or not.
     ``refused_upload``: the request's upload was stopped
     (:func:`~promptjuggler_django.uploadhandlers.upload_refusal`): the form is invalid with that
     error on ``files``, whatever files did arrive.
@@ -211,6 +214,7 @@ class DocumentUploadForm(forms.Form):
                     label=_("Knowledge base"),
                     initial=knowledge_base,
                     empty_label=None,
+                    error_messages={"invalid_choice": NOT_ALLOWED},
                 ),
                 **self.fields,
             }

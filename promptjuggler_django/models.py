@@ -384,6 +384,8 @@ class Run(models.Model):
         return self.remote_status in TERMINAL_RUN_STATUSES
 
 
+#: The forward order of run statuses; a newer string ranks between ``pending`` and the end.
+RUN_STATUS_RANK: dict[str, int] = {"pending": 0, "completed": 2, "failed": 2}
 #: Remote run statuses after which a run changes no more.
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed"})
 

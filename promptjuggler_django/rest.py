@@ -5,6 +5,10 @@
 requesting user's documents are visible. Like the forms, the API only creates and deletes rows:
 the receivers push and remove the remote copies after commit. Route it with
 ``path("api/", include("promptjuggler_django.rest_urls"))`` or register the viewset yourself.
+
+``runs/`` asks the knowledge base: ``POST`` a question (optionally following up one of the user's
+runs) starts ``ASK_PROMPT`` — never a prompt the request names — and ``GET`` lists or retrieves
+the user's runs of it with their answer, sources, cost and tokens (see :mod:`.asking`).
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from rest_framework import mixins, serializers, status, viewsets
+    from rest_framework import exceptions, mixins, serializers, status, viewsets
     from rest_framework.pagination import PageNumberPagination
-    from rest_framework.parsers import MultiPartParser
+    from rest_framework.parsers import JSONParser, MultiPartParser
     from rest_framework.permissions import AllowAny, IsAuthenticated
     from rest_framework.request import Request
     from rest_framework.response import Response
@@ -30,16 +34,34 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from .asking import (
+    MAX_QUESTION_LENGTH,
+    AskConfig,
+    AskRefused,
+    ask,
+    ask_config,
+    ask_runs,
+    clean_question,
+    question_of,
+    run_message,
+    run_phase,
+    run_sources,
+)
 from .display import document_phase
-from .forms import create_documents, default_knowledge_base, validate_document_file
-from .models import KnowledgeBase, KnowledgeDocument
+from .forms import create_documents, validate_document_file
+from .models import KnowledgeBase, KnowledgeDocument, Run
 from .uploadhandlers import UploadSizeLimitHandler, upload_refusal
+from .uploadtargets import NOT_ALLOWED, fallback_knowledge_base, uploadable_knowledge_bases
 
 __all__ = [
+    "AskSerializer",
     "DocumentPagination",
     "DocumentUploadSerializer",
     "KnowledgeDocumentSerializer",
     "KnowledgeDocumentViewSet",
+    "RunSerializer",
+    "RunViewSet",
+    "UploadableKnowledgeBaseField",
 ]
 
 
@@ -82,6 +104,23 @@ class KnowledgeDocumentSerializer(serializers.ModelSerializer):  # type: ignore[
         return str(document_phase(obj).label)
 
 
+class UploadableKnowledgeBaseField(serializers.SlugRelatedField):  # type: ignore[type-arg]
+    """A knowledge base's slug, among those the requesting user may upload into.
+
+    A slug outside the upload rule and one that does not exist get the same answer.
+    """
+
+    default_error_messages = {"does_not_exist": NOT_ALLOWED, "invalid": NOT_ALLOWED}
+
+    def get_queryset(self) -> QuerySet[KnowledgeBase]:
+        request = self.context.get("request")
+        assert request is not None, (
+            "UploadableKnowledgeBaseField needs the request in the serializer's context: the "
+            "upload rule decides per user."
+        )
+        return uploadable_knowledge_bases(request)
+
+
 class DocumentUploadSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """Multipart upload: one ``files`` part per file (``files[0]``, ``files[1]``, … work too)."""
 
@@ -90,17 +129,30 @@ class DocumentUploadSerializer(serializers.Serializer):  # type: ignore[type-arg
         allow_empty=False,
         help_text="One or several files (the same limits as the upload page).",
     )
-    knowledge_base: serializers.SlugRelatedField[KnowledgeBase] = serializers.SlugRelatedField(
+    knowledge_base = UploadableKnowledgeBaseField(
         slug_field="slug",
-        queryset=KnowledgeBase.objects.all(),
         required=False,
-        help_text="The knowledge base's slug; DEFAULT_KNOWLEDGE_BASE when left out.",
+        help_text="The slug of a knowledge base the user may upload into; when left out, "
+        "DEFAULT_KNOWLEDGE_BASE (or the only one the user may upload into).",
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("knowledge_base") is None:
+            field = self.fields["knowledge_base"]
+            assert isinstance(field, UploadableKnowledgeBaseField)
+            fallback = fallback_knowledge_base(field.get_queryset())
+            if fallback is None:
+                raise serializers.ValidationError(
+                    {"knowledge_base": [field.error_messages["required"]]}
+                )
+            attrs["knowledge_base"] = fallback
+        return attrs
+
     def create(self, validated_data: dict[str, Any]) -> list[KnowledgeDocument]:
-        knowledge_base = validated_data.get("knowledge_base") or default_knowledge_base()
         owner = self.context["request"].user
-        return create_documents(knowledge_base, validated_data["files"], owner=owner)
+        return create_documents(
+            validated_data["knowledge_base"], validated_data["files"], owner=owner
+        )
 
 
 class DocumentPagination(PageNumberPagination):
@@ -144,6 +196,9 @@ class _DocumentSchema(AutoSchema):
     The upload takes :class:`DocumentUploadSerializer` and answers with a list of documents.
     """
 
+    #: ``POST`` answers with a list of the created objects (the upload), not with one.
+    creates_many = True
+
     def get_path_parameters(self, path: str, method: str) -> list[dict[str, Any]]:
         """DRF types every path parameter a string; an integer primary key is an integer."""
         parameters: list[dict[str, Any]] = super().get_path_parameters(path, method)
@@ -173,13 +228,13 @@ class _DocumentSchema(AutoSchema):
         return components
 
     def get_response_serializer(self, path: str, method: str) -> Any:
-        if method == "POST":
+        if method == "POST" and self.creates_many:
             return KnowledgeDocumentSerializer(many=True)
         return super().get_response_serializer(path, method)
 
     def get_responses(self, path: str, method: str) -> dict[str, Any]:
         responses: dict[str, Any] = super().get_responses(path, method)
-        if method == "POST" and "201" in responses:
+        if method == "POST" and "201" in responses and self.creates_many:
             item = self.get_reference(KnowledgeDocumentSerializer())
             for media in responses["201"].get("content", {}).values():
                 media["schema"] = {"type": "array", "items": item}
@@ -270,4 +325,186 @@ class KnowledgeDocumentViewSet(
         output = KnowledgeDocumentSerializer(
             documents, many=True, context=self.get_serializer_context()
         )
+        return Response(output.data, status=status.HTTP_201_CREATED)
+
+
+class SourcesField(serializers.ListField):
+    """The titles of the documents an answer cites (from the run's transcript)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(child=serializers.CharField(), read_only=True, **kwargs)
+
+    def get_attribute(self, instance: Run) -> list[str]:
+        return run_sources(instance) if run_phase(instance).key == "answered" else []
+
+
+class RunSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A question of the user's and its answer. ``status`` is the phase the Ask page shows."""
+
+    question = serializers.SerializerMethodField(help_text="The question asked.")
+    status = serializers.SerializerMethodField(
+        help_text="sending, waiting, answered, no_answer, not_sent or checking."
+    )
+    status_label = serializers.SerializerMethodField(help_text="The status, in words.")
+    message = serializers.SerializerMethodField(
+        help_text="What the status means for the user, in words; empty once answered."
+    )
+    sources = SourcesField(help_text="The titles of the documents the answer cites.")
+    tokens = serializers.IntegerField(
+        source="total_tokens", read_only=True, allow_null=True, help_text="Tokens used in all."
+    )
+
+    class Meta:
+        model = Run
+        fields = (
+            "id",
+            "question",
+            "status",
+            "status_label",
+            "message",
+            "output",
+            "sources",
+            "thread",
+            "remote_status",
+            "cost",
+            "tokens",
+            "created_at",
+            "finished_at",
+        )
+        read_only_fields = fields
+
+    def get_question(self, obj: Run) -> str:
+        return question_of(obj)
+
+    def get_status(self, obj: Run) -> str:
+        return run_phase(obj).key
+
+    def get_status_label(self, obj: Run) -> str:
+        return str(run_phase(obj).label)
+
+    def get_message(self, obj: Run) -> str:
+        return run_message(obj)
+
+
+class AskSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A question for ``ASK_PROMPT``; ``previous`` continues the thread of one of the user's
+    runs (a follow-up)."""
+
+    question = serializers.CharField(
+        max_length=MAX_QUESTION_LENGTH,
+        trim_whitespace=False,
+        help_text="The question, as the user typed it.",
+    )
+    previous = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="The id of one of the user's runs whose conversation this question continues.",
+    )
+
+    def validate_question(self, value: str) -> str:
+        return clean_question(value)
+
+    def create(self, validated_data: dict[str, Any]) -> Run:
+        user = self.context["request"].user
+        try:
+            return ask(
+                user,
+                validated_data["question"],
+                previous=validated_data.get("previous"),
+                config=self.context.get("ask_config"),
+            )
+        except AskRefused as refusal:
+            if refusal.code == "busy":
+                raise QuestionWaiting(str(refusal)) from None
+            if refusal.code in ("unknown_previous", "not_started"):
+                raise serializers.ValidationError({"previous": [str(refusal)]}) from None
+            raise exceptions.NotFound(str(refusal)) from None
+
+
+class QuestionWaiting(exceptions.APIException):
+    """429: the user's previous question has no answer yet (one question at a time)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "Your previous question is still waiting for its answer."
+    default_code = "question_waiting"
+
+
+class _RunSchema(_DocumentSchema):
+    """The runs' schema: ``POST`` takes :class:`AskSerializer` and answers with one run; it also
+    answers 429 (a question still waits) and 404 (asking is off)."""
+
+    creates_many = False
+
+    def get_response_serializer(self, path: str, method: str) -> Any:
+        if method == "POST":
+            return RunSerializer()
+        return super().get_response_serializer(path, method)
+
+    def _error_responses(self, path: str, method: str) -> dict[str, tuple[str, Any]]:
+        errors = super()._error_responses(path, method)
+        errors["404"] = (
+            "Not found: asking is off (no ``ASK_PROMPT``), no such run among the requesting "
+            "user's, or no such page.",
+            _ERROR_DETAIL_REF,
+        )
+        if method == "POST":
+            errors["429"] = (
+                "The user's previous question is still waiting for its answer: one at a time.",
+                _ERROR_DETAIL_REF,
+            )
+        return dict(sorted(errors.items()))
+
+
+class RunViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,  # type: ignore[type-arg]
+):
+    """Ask a question (start ``ASK_PROMPT``), list and retrieve the requesting user's runs of it.
+
+    Without ``ASK_PROMPT`` every request is a 404.
+    """
+
+    serializer_class = RunSerializer
+    permission_classes = [IsAuthenticated]
+    pagination_class = DocumentPagination
+    parser_classes = [JSONParser]
+    schema = _RunSchema(tags=["runs"], operation_id_base="Run")
+    lookup_value_regex = "[^/]+"
+
+    def get_ask_config(self) -> AskConfig | None:
+        """The prompt to start, ``ASK_PROMPT`` by default (``None``: asking is off, a 404).
+        Override to choose one per user; never take it from the request."""
+        return ask_config()
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication and permissions first
+        if self.get_ask_config() is None:
+            raise exceptions.NotFound("Asking is not set up on this site.")
+
+    def get_queryset(self) -> QuerySet[Run]:
+        """The requesting user's runs of ``ASK_PROMPT``, newest first. Override to widen."""
+        if getattr(self, "swagger_fake_view", False):
+            return Run.objects.none()
+        return ask_runs(self.request.user, self.get_ask_config())
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        context["ask_config"] = self.get_ask_config()
+        return context
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:  # type: ignore[type-arg]
+        if self.action == "create":
+            return AskSerializer
+        return RunSerializer
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        question = self.get_serializer(data=request.data)
+        question.is_valid(raise_exception=True)
+        run = question.save()
+        # Re-read: with an immediate task backend the run was already sent on commit.
+        run = self.get_queryset().filter(pk=run.pk).first() or run
+        output = RunSerializer(run, context=self.get_serializer_context())
         return Response(output.data, status=status.HTTP_201_CREATED)

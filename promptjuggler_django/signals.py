@@ -31,9 +31,19 @@ document_status_changed = Signal()
 #: Arguments: ``knowledge_base``, ``old_status``, ``new_status``, ``delivery`` (or None).
 knowledge_base_status_changed = Signal()
 
-#: A ``promptrun.finished`` or ``workflowrun.finished`` webhook arrived.
+#: A ``promptrun.finished`` or ``workflowrun.finished`` webhook arrived for a run the app did
+#: not start (or whose start answer was not stored yet); runs the app started are followed
+#: through ``run_status_changed`` and ``run_result_stored``.
 #: Arguments: ``event_type`` (str), ``run_id`` (str), ``status`` (str), ``delivery``.
 run_finished = Signal()
+
+#: The remote status of a run the app started moved forward (a webhook or a poll).
+#: Arguments: ``run`` (Run), ``old_status``, ``new_status``, ``delivery`` (or None).
+run_status_changed = Signal()
+
+#: A finished run's result (output, outputs, usage, cost) was fetched and stored on its row.
+#: Arguments: ``run`` (Run, as stored).
+run_result_stored = Signal()
 
 
 def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
@@ -46,10 +56,13 @@ def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
     signal.send_robust(sender=sender, **kwargs)
 
 
-def send_on_commit(signal: Signal, sender: Any, **kwargs: Any) -> None:
-    """:func:`send` once the current transaction commits; nothing if it rolls back."""
+def send_on_commit(signal: Signal, sender: Any, *, using: str | None = None, **kwargs: Any) -> None:
+    """:func:`send` once the current transaction on ``using`` commits; nothing if it rolls back.
+
+    ``using`` is the database alias of the transaction (the default database when omitted).
+    """
 
     def send_after_commit() -> None:
         send(signal, sender, **kwargs)
 
-    transaction.on_commit(send_after_commit, robust=True)
+    transaction.on_commit(send_after_commit, using=using, robust=True)

@@ -1,6 +1,7 @@
 """Forward-only status rules shared by webhooks and polling.
 
-PromptJuggler's document statuses move ``pending`` → ``sealed`` → ``ready`` | ``failed``. Events
+PromptJuggler's document statuses move ``pending`` → ``sealed`` → ``ready`` | ``failed``, and a
+run's ``pending`` → ``completed`` | ``failed``. Events
 arrive duplicated and out of order, so a status is applied only when it moves the row forward (a
 higher rank always wins, whenever it was observed), or when it is at the same rank and was not
 observed earlier than the one applied (e.g. a chunk count that grew). Webhook observation times
@@ -12,6 +13,7 @@ Unknown status strings (PromptJuggler may add some) are stored, never fatal: the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
@@ -22,22 +24,25 @@ from django.dispatch import Signal
 from . import signals, transitions
 from .models import (
     DOCUMENT_STATUS_RANK,
+    RUN_STATUS_RANK,
     TERMINAL_DOCUMENT_STATUSES,
+    TERMINAL_RUN_STATUSES,
     KnowledgeBase,
     KnowledgeDocument,
+    Run,
     WebhookDelivery,
 )
 
 _UNKNOWN_RANK = 1
 
-_M = TypeVar("_M", KnowledgeDocument, KnowledgeBase)
+_M = TypeVar("_M", KnowledgeDocument, KnowledgeBase, Run)
 
 
-def rank(status: str) -> int:
+def rank(status: str, ranks: Mapping[str, int] = DOCUMENT_STATUS_RANK) -> int:
     """The forward order of a status; empty (never seen) ranks below everything."""
     if not status:
         return -1
-    return DOCUMENT_STATUS_RANK.get(status, _UNKNOWN_RANK)
+    return ranks.get(status, _UNKNOWN_RANK)
 
 
 def is_terminal(status: str) -> bool:
@@ -49,30 +54,54 @@ def observed_before(observed_at: datetime, last: datetime) -> bool:
     return observed_at.replace(microsecond=0) < last.replace(microsecond=0)
 
 
-def document_change(
-    document: KnowledgeDocument,
+def forward_change(
+    current: str,
+    last: datetime | None,
     status: str,
     observed_at: datetime | None,
+    *,
+    ranks: Mapping[str, int] = DOCUMENT_STATUS_RANK,
+    terminal: frozenset[str] = TERMINAL_DOCUMENT_STATUSES,
 ) -> bool:
-    """Whether ``status`` observed at ``observed_at`` should replace the document's status.
+    """Whether ``status`` observed at ``observed_at`` should replace ``current`` (seen at ``last``).
 
-    - a terminal status is final: ``ready`` and ``failed`` never replace each other;
+    - a terminal status is final: ``ready`` and ``failed`` (``completed`` and ``failed`` for a
+      run) never replace each other;
     - otherwise a higher rank always wins and a lower one never does (``ready`` is never undone
       by a late ``pending``, and a ``ready`` signed in the second of a poll is not stale);
     - at equal rank an observation from an earlier second never wins, and a newer one (or a
       later arrival within the same second) may refresh counts.
     """
-    current = document.remote_status
-    if is_terminal(current) and status != current:
+    if current in terminal and status != current:
         return False
-    if rank(status) != rank(current):
-        return rank(status) > rank(current)
-    last = document.status_changed_at
+    if rank(status, ranks) != rank(current, ranks):
+        return rank(status, ranks) > rank(current, ranks)
     if last is None or observed_at is None:
         return True
     if observed_before(observed_at, last):
         return False
     return not (status == current and observed_at == last)  # not the very same observation
+
+
+def document_change(
+    document: KnowledgeDocument,
+    status: str,
+    observed_at: datetime | None,
+) -> bool:
+    """Whether ``status`` observed at ``observed_at`` should replace the document's status."""
+    return forward_change(document.remote_status, document.status_changed_at, status, observed_at)
+
+
+def run_change(run: Run, status: str, observed_at: datetime | None) -> bool:
+    """Whether ``status`` observed at ``observed_at`` should replace the run's status."""
+    return forward_change(
+        run.remote_status,
+        run.status_changed_at,
+        status,
+        observed_at,
+        ranks=RUN_STATUS_RANK,
+        terminal=TERMINAL_RUN_STATUSES,
+    )
 
 
 #: Outcomes of applying a remote observation (they match WebhookDelivery.Outcome values).
@@ -85,6 +114,7 @@ UNKNOWN_OBJECT = "unknown_object"
 _RULE_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
     KnowledgeDocument: ("remote_id", "remote_status", "chunk_count", "status_changed_at"),
     KnowledgeBase: ("remote_id", "status", "document_count", "chunk_count", "status_changed_at"),
+    Run: ("remote_id", "kind", "remote_status", "status_changed_at"),
 }
 
 
@@ -181,4 +211,46 @@ def apply_knowledge_base_status(
             new_status=status,
             delivery=delivery,
         )
+        return APPLIED
+
+
+def apply_run_status(
+    *,
+    remote_id: UUID | str,
+    status: str,
+    observed_at: datetime,
+    kind: str | None = None,
+    delivery: WebhookDelivery | None = None,
+) -> str:
+    """Move the run with ``remote_id`` forward to ``status``; the outcome.
+
+    ``kind`` (``prompt`` or ``workflow``, from a per-event URL) must match the run's; on the
+    shared URL the run's own row tells. Sends
+    :data:`~promptjuggler_django.signals.run_status_changed` after commit when the status
+    changed. Locks and queries as :func:`apply_document_status`; ``UNKNOWN_OBJECT`` when no run
+    the app started has this id (yet: the start answer may not be stored).
+    """
+    try:  # run ids are logged as sent: one that is no UUID names no run of ours
+        remote_id = remote_id if isinstance(remote_id, UUID) else UUID(remote_id)
+    except ValueError:
+        return UNKNOWN_OBJECT
+    with transaction.atomic(savepoint=False):
+        run = _locked(Run, remote_id, signals.run_status_changed)
+        if run is None or (kind is not None and run.kind != kind):
+            return UNKNOWN_OBJECT
+        if not run_change(run, status, observed_at):
+            return STALE
+        old_status = run.remote_status
+        change = transitions.apply_run_status(status, observed_at)
+        transitions.assign(run, change)
+        Run.objects.filter(pk=run.pk).update(**change)
+        if old_status != status:
+            signals.send_on_commit(
+                signals.run_status_changed,
+                sender=Run,
+                run=run,
+                old_status=old_status,
+                new_status=status,
+                delivery=delivery,
+            )
         return APPLIED

@@ -6,13 +6,20 @@ return ``False`` when the backend is down or refuses: the state that asked for t
 committed and ``promptjuggler_sync`` finishes it. ``django.tasks`` is used on Django 6, the
 ``django-tasks`` backport on Django 5.2. The tasks themselves live with the engine they trigger
 (:mod:`promptjuggler_django.sync.tasks`, :mod:`promptjuggler_django.webhooks.tasks`).
+
+No task is deferred further ahead than ``TASK_DEFER_MAX``: a broker may hold a deferred task
+for a limited time only. A Celery worker keeps a task with an ETA unacknowledged until it runs,
+and RabbitMQ closes the channel of a consumer that holds a message longer than its
+``consumer_timeout`` (30 minutes by default), while a push may wait out an hour's backoff
+(``PUSH_BACKOFF_MAX``). A longer wait is relayed: :func:`relay_deferred_task` is deferred by the
+cap, and enqueues the real task when that is close enough, so no task ever runs early.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 try:  # Django 6+ ships the Tasks API
@@ -23,10 +30,19 @@ except ImportError:  # Django 5.2: the django-tasks backport, an install require
     from django_tasks import task_backends  # type: ignore[assignment]
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from .conf import pj_settings
 
-__all__ = ["UnusableTask", "enqueue", "enqueue_at", "task", "task_backends"]
+__all__ = [
+    "UnusableTask",
+    "enqueue",
+    "enqueue_at",
+    "relay_deferred_task",
+    "task",
+    "task_backends",
+]
 
 logger = logging.getLogger("promptjuggler_django.tasks")
 
@@ -76,6 +92,11 @@ class UnusableTask:
         return f"<UnusableTask {self.name}>"
 
 
+def _configured(task_obj: Any) -> Any:
+    """``task_obj`` on the configured backend and queue."""
+    return task_obj.using(backend=pj_settings.TASK_BACKEND, queue_name=pj_settings.TASK_QUEUE)
+
+
 def enqueue(task_obj: Any, *args: Any) -> bool:
     """Enqueue ``task_obj`` on the configured backend and queue; log and return False on failure.
 
@@ -83,10 +104,7 @@ def enqueue(task_obj: Any, *args: Any) -> bool:
     work is already committed and ``promptjuggler_sync`` will finish it.
     """
     try:
-        configured = task_obj.using(
-            backend=pj_settings.TASK_BACKEND, queue_name=pj_settings.TASK_QUEUE
-        )
-        configured.enqueue(*args)
+        _configured(task_obj).enqueue(*args)
     except Exception:
         logger.exception(
             "Could not enqueue %s; promptjuggler_sync will pick the work up.",
@@ -100,15 +118,22 @@ def enqueue_at(task_obj: Any, when: datetime, *args: Any) -> bool:
     """Enqueue ``task_obj`` to run at ``when`` if the backend can defer; False otherwise.
 
     Used for pushes waiting out a backoff. Without deferral (the immediate backend, for one)
-    nothing is enqueued and ``promptjuggler_sync`` picks the work up once it is due.
+    nothing is enqueued and ``promptjuggler_sync`` picks the work up once it is due. A ``when``
+    further ahead than ``TASK_DEFER_MAX`` enqueues :func:`relay_deferred_task` at the cap
+    instead, which comes back here then.
     """
     try:
-        configured = task_obj.using(
-            backend=pj_settings.TASK_BACKEND, queue_name=pj_settings.TASK_QUEUE
-        )
+        configured = _configured(task_obj)
         if not configured.get_backend().supports_defer:
             return False
-        configured.using(run_after=when).enqueue(*args)
+        cap = pj_settings.TASK_DEFER_MAX
+        horizon = None if cap is None else timezone.now() + timedelta(seconds=cap)
+        if horizon is not None and when > horizon:
+            _configured(relay_deferred_task).using(run_after=horizon).enqueue(
+                configured.module_path, when.isoformat(), list(args)
+            )
+        else:
+            configured.using(run_after=when).enqueue(*args)
     except Exception:
         logger.exception(
             "Could not schedule %s; promptjuggler_sync will pick the work up.",
@@ -116,3 +141,19 @@ def enqueue_at(task_obj: Any, when: datetime, *args: Any) -> bool:
         )
         return False
     return True
+
+
+#: The tasks :func:`relay_deferred_task` may enqueue: the app's own, by import path.
+_RELAYABLE_PREFIX = "promptjuggler_django."
+
+
+@task()
+def relay_deferred_task(task_path: str, run_after: str, args: list[Any]) -> None:
+    """Enqueue the task at ``task_path`` for ``run_after``, relayed once more if still too far.
+
+    The hop of a deferral longer than ``TASK_DEFER_MAX`` (see :func:`enqueue_at`). It carries
+    the task's import path, the time as ISO 8601 and the task's own (id) arguments, all JSON.
+    """
+    if not task_path.startswith(_RELAYABLE_PREFIX):
+        raise ValueError(f"{task_path!r} is not a promptjuggler_django task; not relayed.")
+    enqueue_at(import_string(task_path), datetime.fromisoformat(run_after), *args)

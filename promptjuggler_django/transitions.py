@@ -16,23 +16,43 @@ those fields. The diagram in ``docs/sync.md`` names these functions::
                          └──── hold ◄────────┘ (the knowledge base is blocked: no attempt spent)
 
     knowledge base ──block_knowledge_base──► blocked ──unblock_knowledge_base──► (not blocked)
+    knowledge base ──apply_knowledge_base_status──► status and counts (the latest observation)
 
     synced ──apply_remote_status──► remote_status pending → sealed → ready | failed (forward only)
 
+A run's send state (``send_state``) and its mirror (``remote_status``, ``status_changed_at``, the
+stored result) are written here too. Creating a run is not idempotent, so only a send that
+provably started nothing goes back to ``queued``::
+
+    queued ──claim_run──► sending ──mark_run_started──► started ──apply_run_status──► pending
+      ▲                      │ schedule_run_send ──► queued (nothing sent, a 429)    → completed
+      │                      │ mark_run_failed ──► failed (a definite refusal)        | failed
+      │                      │ mark_run_needs_review ──► needs_review (a run may exist)
+      └──── resend_run ◄─────┘ (a person checked that no run was created)
+    started ──store_run_result──► the result, usage and cost fetched from PromptJuggler
+
 Which change applies (the forward-only rules, lease tokens, file versions) is decided by the
 callers; this module only says what each change writes.
+
+Tombstones (``RemoteDeletion``) are not row state but the outbox's records of remote deletes,
+so the sync engine's outbox owns them: ``sync._outbox.write_tombstones`` writes them in the
+transaction of the local change, ``sync._tombstones.drain_tombstones`` drops each one once
+PromptJuggler answered 204 or 404 (and keeps a failed one with its backoff), and
+``sync._reconcile._settle_markers`` points a marker of an unknown upload outcome at the remote
+copy it found, or drops it when nothing had landed. Nothing else writes them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db import models
 
-from .client import RemoteDocument
+from .client import RemoteDocument, RemoteRun, RunCreated
 from .limits import MAX_STATUS_LENGTH
-from .models import KnowledgeBase, KnowledgeDocument, SyncState
+from .models import KnowledgeBase, KnowledgeDocument, RunSendState, SyncState
 
 #: The longest error text kept on a row.
 ERROR_LENGTH = 2000
@@ -229,3 +249,123 @@ def unblock_knowledge_base() -> Values:
         "blocked_until": None,
         "blocked_at": None,
     }
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+def claim_run(token: datetime, now: datetime) -> Values:
+    """Lease a queued run for one create request until ``token`` (the lease's end and identity).
+
+    The caller counts the attempt (``attempts + 1``) in the same update.
+    """
+    return {"send_state": RunSendState.SENDING, "next_attempt_at": token, "updated_at": now}
+
+
+def mark_run_started(created: RunCreated, now: datetime) -> Values:
+    """PromptJuggler answered the create request with the run's id (and its thread).
+
+    The status is ``pending`` with no observation time: the weakest news, so a webhook logged
+    before this answer was stored, or any poll, may move it forward.
+    """
+    values: Values = {
+        "send_state": RunSendState.STARTED,
+        "last_error": "",
+        "next_attempt_at": None,
+        "remote_id": created.id,
+        "remote_status": "pending",
+        "status_changed_at": None,
+        "sent_at": now,
+        "updated_at": now,
+    }
+    if created.thread is not None:
+        values["thread"] = created.thread
+    return values
+
+
+def hold_run(error: str, now: datetime) -> Values:
+    """Keep a run queued without spending an attempt: nothing could be sent (no API key)."""
+    return {"last_error": _error(error), "updated_at": now}
+
+
+def schedule_run_send(error: str, when: datetime, now: datetime) -> Values:
+    """Send again at ``when``: the request provably started nothing (no byte left, or a 429)."""
+    return {
+        "send_state": RunSendState.QUEUED,
+        "last_error": _error(error),
+        "next_attempt_at": when,
+        "updated_at": now,
+    }
+
+
+def mark_run_failed(error: str, now: datetime) -> Values:
+    """No run was started and none will be: a definite refusal (404, 422), or given up."""
+    return {
+        "send_state": RunSendState.FAILED,
+        "last_error": _error(error),
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
+
+
+def mark_run_needs_review(error: str, now: datetime) -> Values:
+    """The create request may have reached PromptJuggler: a run may exist, and a person decides
+    (sending again could start a second, billed run)."""
+    return {
+        "send_state": RunSendState.NEEDS_REVIEW,
+        "last_error": _error(error),
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
+
+
+def resend_run(now: datetime) -> Values:
+    """Queue a run to be sent from scratch: a person checked that no run was created."""
+    return {
+        "send_state": RunSendState.QUEUED,
+        "attempts": 0,
+        "last_error": "",
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
+
+
+def apply_run_status(status: str, observed_at: datetime | None) -> Values:
+    """Move the mirrored run status forward (the rules in :mod:`.status` decided)."""
+    return {"remote_status": status[:STATUS_LENGTH], "status_changed_at": observed_at}
+
+
+def store_run_result(remote: RemoteRun, now: datetime) -> Values:
+    """Store what ``GET /promptruns/{id}`` or ``/workflowruns/{id}`` reported for a finished run."""
+    usage = dict(remote.token_usage) if remote.token_usage is not None else None
+    total = usage.get("total") if usage else None
+    return {
+        "output": remote.output or "",
+        "emitted": list(remote.emitted),
+        "transcript": list(remote.transcript),
+        "outputs": dict(remote.outputs),
+        "errors": list(remote.errors),
+        "error": remote.error or "",
+        "token_usage": usage,
+        "total_tokens": total if isinstance(total, int) and total >= 0 else None,
+        "cost": _amount(remote.cost),
+        "remote_created_at": remote.created_at,
+        "finished_at": remote.finished_at,
+        "result_fetched_at": now,
+        "updated_at": now,
+    }
+
+
+#: The cost column: 18 digits, 8 of them decimals.
+_MAX_COST = Decimal("1e10")
+
+
+def _amount(value: float | None) -> Decimal | None:
+    """A cost that fits the column, else ``None`` (a garbage figure is not stored)."""
+    if value is None:
+        return None
+    try:
+        amount = Decimal(str(value)).quantize(Decimal("1e-8"))
+    except (InvalidOperation, ValueError):
+        return None
+    return amount if amount.is_finite() and abs(amount) < _MAX_COST else None

@@ -1,10 +1,13 @@
-"""End-user document pages: upload, "my documents", detail, delete, and the live-status endpoint.
+"""End-user pages: the documents (upload, "my documents", detail, delete, live status) and Ask.
 
 Every view is scoped to the signed-in user's own documents (another user's document is a 404,
 never a 403, so ids reveal nothing). Views only create and delete rows; the app's receivers push
 and remove the remote copies after commit. Templates live under ``promptjuggler_django/`` and all
 extend ``promptjuggler_django/base.html``, which a project overrides to use its own layout.
 Subclass a view and route it yourself to change the queryset, the knowledge base or the template.
+
+The Ask page starts only the prompt settings name (``ASK_PROMPT``), for the signed-in user, and
+shows the user's own conversations; without ``ASK_PROMPT`` it is a 404 (see :mod:`.asking`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,18 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import Form
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse, reverse_lazy
 from django.utils.decorators import method_decorator
@@ -25,13 +37,27 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.generic import DeleteView, DetailView, FormView, ListView
 
+from .asking import (
+    AskConfig,
+    AskForm,
+    AskRefused,
+    ask,
+    ask_config,
+    ask_runs,
+    conversation,
+    run_payload,
+)
 from .conf import pj_settings
 from .display import phase_payload
-from .forms import DocumentUploadForm, default_knowledge_base, report_refused_files
-from .models import KnowledgeBase, KnowledgeDocument
+from .forms import DocumentUploadForm, report_refused_files
+from .models import KnowledgeBase, KnowledgeDocument, Run
 from .uploadhandlers import UploadSizeLimitHandler, upload_refusal
+from .uploadtargets import fallback_knowledge_base, uploadable_knowledge_bases
 
 __all__ = [
+    "AskStatusView",
+    "AskView",
+    "AskingMixin",
     "DocumentDeleteView",
     "DocumentDetailView",
     "DocumentListView",
@@ -73,7 +99,12 @@ class DocumentListView(OwnedDocumentsMixin, ListView):  # type: ignore[type-arg]
 
 
 class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-arg]
-    """Upload one or several files into a knowledge base (``DEFAULT_KNOWLEDGE_BASE`` by default)."""
+    """Upload one or several files into a knowledge base the user may upload into.
+
+    ``DEFAULT_KNOWLEDGE_BASE`` by default; the page offers a choice when the upload rule
+    (``UPLOAD_KNOWLEDGE_BASES_CALLBACK``) allows the user several, and answers 403 when it
+    allows none.
+    """
 
     template_name = "promptjuggler_django/document_upload.html"
     form_class = DocumentUploadForm
@@ -97,13 +128,27 @@ class DocumentUploadView(OwnedDocumentsMixin, FormView):  # type: ignore[type-ar
     ) -> HttpResponseBase:
         return super().dispatch(request, *args, **kwargs)
 
-    def get_knowledge_base(self) -> KnowledgeBase:
-        """Where the files go. Override to pick one per user, per group, …"""
-        return default_knowledge_base()
+    def get_knowledge_bases(self) -> QuerySet[KnowledgeBase]:
+        """The knowledge bases the user may upload into: the app's upload rule, shared with the
+        admin and the REST API. Override to change it for this page only."""
+        return uploadable_knowledge_bases(self.request)
+
+    def get_knowledge_base(self) -> KnowledgeBase | None:
+        """The knowledge base preselected when the user may choose among several:
+        ``DEFAULT_KNOWLEDGE_BASE`` when allowed. Override to preselect per user, group, …"""
+        return fallback_knowledge_base(self.get_knowledge_bases())
 
     def get_form_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = super().get_form_kwargs()
-        kwargs["knowledge_base"] = self.get_knowledge_base()
+        allowed = self.get_knowledge_bases()
+        choices = list(allowed[:2])
+        if not choices:
+            raise PermissionDenied(_("You may not upload documents."))
+        if len(choices) > 1:
+            kwargs["knowledge_bases"] = allowed
+            kwargs["knowledge_base"] = self.get_knowledge_base()
+        else:
+            kwargs["knowledge_base"] = choices[0]
         kwargs["keep_good_files"] = self.keep_good_files
         if "files" in kwargs:  # a POST: the upload may have been stopped at the size limit
             kwargs["refused_upload"] = upload_refusal(self.request)
@@ -173,16 +218,9 @@ class DocumentStatusView(LoginRequiredMixin, View):
         return KnowledgeDocument.objects.owned_by(self.request.user)
 
     def get(self, request: HttpRequest) -> JsonResponse:
-        raw = [part for part in request.GET.get("ids", "").split(",") if part.strip()]
-        if len(raw) > STATUS_MAX_IDS:
-            return JsonResponse(
-                {"error": _("Ask for at most %(max)d documents.") % {"max": STATUS_MAX_IDS}},
-                status=400,
-            )
-        try:
-            ids = [int(part) for part in raw]
-        except ValueError:
-            return JsonResponse({"error": _("ids must be integers.")}, status=400)
+        ids = requested_ids(request)
+        if isinstance(ids, JsonResponse):
+            return ids
         documents = self.get_queryset().filter(pk__in=ids) if ids else []
         payload = []
         for document in documents:
@@ -193,10 +231,136 @@ class DocumentStatusView(LoginRequiredMixin, View):
         return JsonResponse({"documents": payload, "poll_interval_ms": POLL_INTERVAL_MS})
 
 
+def requested_ids(request: HttpRequest) -> list[int] | JsonResponse:
+    """The ``?ids=1,2,3`` a live-status script asks about, or the 400 that refuses them."""
+    raw = [part for part in request.GET.get("ids", "").split(",") if part.strip()]
+    if len(raw) > STATUS_MAX_IDS:
+        return JsonResponse(
+            {"error": _("Ask for at most %(max)d at a time.") % {"max": STATUS_MAX_IDS}},
+            status=400,
+        )
+    try:
+        return [int(part) for part in raw]
+    except ValueError:
+        return JsonResponse({"error": _("ids must be integers.")}, status=400)
+
+
+class AskingMixin(LoginRequiredMixin):
+    """What the Ask views share: the prompt questions start."""
+
+    request: HttpRequest
+
+    def get_ask_config(self) -> AskConfig | None:
+        """The prompt to start, ``ASK_PROMPT`` by default (``None``: asking is off, a 404).
+
+        Override to choose one per user, e.g. a prompt that searches the user's own knowledge
+        base; never take it from the request.
+        """
+        return ask_config()
+
+
+class AskView(AskingMixin, FormView):  # type: ignore[type-arg]
+    """Ask the knowledge base: a question box, and at ``ask/<pk>/`` the conversation of run
+    ``pk`` (the user's runs in its thread) with a box for a follow-up.
+
+    A question starts ``ASK_PROMPT`` (never a prompt the request names) and redirects to its
+    conversation, where ``promptjuggler_django/documents.js`` shows the answer when it lands.
+    Another user's run is a 404; without ``ASK_PROMPT`` every request is.
+    """
+
+    template_name = "promptjuggler_django/ask.html"
+    form_class = AskForm
+    #: How many of the user's latest conversations the page links to.
+    recent_count = 5
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        config = self.get_ask_config()
+        if config is None:
+            raise Http404('Asking is off: settings.PROMPTJUGGLER["ASK_PROMPT"] is not set.')
+        self.config: AskConfig = config
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Run]:
+        """The user's runs of the ask prompt. Override to widen it."""
+        return ask_runs(self.request.user, self.config)
+
+    def get_conversation(self) -> list[Run]:
+        """The runs shown, oldest first: run ``pk``'s thread, or none on the blank page."""
+        pk = self.kwargs.get("pk")
+        if pk is None:
+            return []
+        run = get_object_or_404(self.get_queryset(), pk=pk)
+        return list(conversation(run).filter(pk__in=self.get_queryset().values("pk")))
+
+    def get_recent(self) -> list[Run]:
+        """The first question of each of the user's latest conversations (one per thread)."""
+        seen: set[Any] = set()
+        recent: list[Run] = []
+        for run in self.get_queryset().order_by("-created_at", "-pk")[: self.recent_count * 10]:
+            key = run.thread or run.pk
+            if key not in seen:
+                seen.add(key)
+                recent.append(run)
+        return recent[: self.recent_count]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        turns = [{**run_payload(run), "run": run} for run in self.get_conversation()]
+        threaded = [turn["run"] for turn in turns if turn["run"].thread is not None]
+        context["turns"] = turns
+        context["follow_up_of"] = threaded[-1].pk if threaded else None
+        context["waiting"] = any(not turn["final"] for turn in turns)
+        context["recent_questions"] = [
+            {**run_payload(run), "run": run} for run in self.get_recent()
+        ]
+        context["pj_ask_status_url"] = reverse("promptjuggler_django:ask_status")
+        context["pj_poll_interval"] = POLL_INTERVAL_MS
+        return context
+
+    def form_valid(self, form: Form) -> HttpResponse:
+        try:
+            run = ask(
+                self.request.user,
+                form.cleaned_data["question"],
+                previous=form.cleaned_data.get("previous"),
+                config=self.config,
+            )
+        except AskRefused as refusal:
+            if refusal.code == "unknown_previous":
+                raise Http404(str(refusal)) from None
+            form.add_error(None, str(refusal))
+            return self.form_invalid(form)
+        url = reverse("promptjuggler_django:ask_conversation", args=[run.pk])
+        return HttpResponseRedirect(f"{url}#pj-run-{run.pk}")
+
+
+class AskStatusView(AskingMixin, View):
+    """``GET ?ids=1,2`` → those of the user's questions, with answers and sources (JSON).
+
+    Polled by ``promptjuggler_django/documents.js``; a run that is not the user's is absent.
+    """
+
+    raise_exception = True
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        config = self.get_ask_config()
+        if config is None:
+            return JsonResponse({"error": _("Asking is not set up on this site.")}, status=404)
+        ids = requested_ids(request)
+        if isinstance(ids, JsonResponse):
+            return ids
+        found = ask_runs(request.user, config).filter(pk__in=ids) if ids else []
+        payload = [run_payload(run) for run in found]
+        return JsonResponse({"runs": payload, "poll_interval_ms": POLL_INTERVAL_MS})
+
+
 urlpatterns = [
     path("documents/", DocumentListView.as_view(), name="document_list"),
     path("documents/upload/", DocumentUploadView.as_view(), name="document_upload"),
     path("documents/status/", DocumentStatusView.as_view(), name="document_status"),
     path("documents/<int:pk>/", DocumentDetailView.as_view(), name="document_detail"),
     path("documents/<int:pk>/delete/", DocumentDeleteView.as_view(), name="document_delete"),
+    path("ask/", AskView.as_view(), name="ask"),
+    path("ask/status/", AskStatusView.as_view(), name="ask_status"),
+    path("ask/<int:pk>/", AskView.as_view(), name="ask_conversation"),
 ]

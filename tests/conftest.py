@@ -39,3 +39,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("row_locks") and _engine().endswith(".sqlite3"):
         pytest.skip("SQLite serialises writers: run with PJ_TEST_DB=postgres or PJ_TEST_DB=mariadb")
+
+
+@pytest.fixture
+def ann(django_user_model):
+    """A signed-up user (password ``pw``)."""
+    return django_user_model.objects.create_user("ann", password="pw")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    """Another user (password ``pw``), to prove ``ann``'s things stay hers."""
+    return django_user_model.objects.create_user("bob", password="pw")

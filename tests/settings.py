@@ -116,6 +116,7 @@ PROMPTJUGGLER = {
     "BASE_URL": "http://127.0.0.1:9",  # tests that talk HTTP point this at the emulator
     "WEBHOOK_SECRETS": ["whsec_test_primary", "whsec_test_secondary"],
     "DEFAULT_KNOWLEDGE_BASE": "kb_test",
+    "ASK_PROMPT": "ask-handbook",
     "RETRY_BACKOFF": 0.01,
     "RETRY_BACKOFF_MAX": 0.05,
     "CONNECT_TIMEOUT": 2.0,

@@ -76,10 +76,21 @@ def test_changelist_shows_badges_and_filters(client, staff, knowledge_base):
     response = client.get(DOC_CHANGELIST)
     assert response.status_code == 200
     body = response.content.decode()
-    assert 'class="pj-badge pj-badge--neutral" data-pj-sync-state="queued"' in body
-    assert 'class="pj-badge pj-badge--success" data-pj-remote-status="ready"' in body
-    # A status PromptJuggler may add later is shown verbatim.
-    assert 'data-pj-remote-status="indexing">indexing</span>' in body
+    # Every badge: the label (the model's, else the value with a capital), the value kept.
+    queued = 'title="queued" data-pj-sync-state="queued">Queued</span>'
+    ready = 'title="ready" data-pj-remote-status="ready">Ready</span>'
+    assert f'class="pj-badge pj-badge--neutral" {queued}' in body
+    assert f'class="pj-badge pj-badge--success" {ready}' in body
+    # A status PromptJuggler may add later is shown verbatim but for the capital, like the rest.
+    assert 'title="indexing" data-pj-remote-status="indexing">Indexing</span>' in body
+    # The remote status filter is spelled like the badges.
+    remote_filter = response.context["cl"].filter_specs[1]
+    assert [c["display"] for c in remote_filter.choices(response.context["cl"])][1:] == [
+        "Pending",
+        "Sealed",
+        "Ready",
+        "Failed",
+    ]
     assert "promptjuggler_django/documents.css" in body
     for title in ("By sync state", "By remote status", "By knowledge base", "By owner"):
         assert title in body
@@ -306,7 +317,7 @@ def test_knowledge_base_changelist_and_change_page(client, staff, knowledge_base
     make_document(knowledge_base, "second.txt", sync_state=SyncState.SYNCED, remote_status="ready")
 
     body = client.get(KB_CHANGELIST).content.decode()
-    assert 'data-pj-remote-status="ready"' in body
+    assert 'data-pj-remote-status="ready">Ready</span>' in body  # KnowledgeBase.Status's label
     assert f"?knowledge_base__id__exact={knowledge_base.pk}" in body  # linked local documents
 
     url = reverse("admin:promptjuggler_django_knowledgebase_change", args=[knowledge_base.pk])

@@ -5,6 +5,7 @@ Each has a system check with an id, a message naming the setting, and a hint.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import subprocess
@@ -18,7 +19,13 @@ import pytest
 from django.core.checks import run_checks
 
 from promptjuggler_django import signature
-from promptjuggler_django.checks import check_settings, check_task_backend, check_upload_page
+from promptjuggler_django.checks import (
+    check_ask_page,
+    check_settings,
+    check_task_backend,
+    check_task_deferral,
+    check_upload_page,
+)
 from promptjuggler_django.conf import pj_settings
 from promptjuggler_django.taskqueue import UnusableTask, enqueue, task
 
@@ -130,15 +137,37 @@ def test_routed_upload_page_without_default_knowledge_base_is_an_error(settings)
     [message] = check_upload_page()
     assert message.id == "promptjuggler_django.E008"
     assert 'PROMPTJUGGLER["DEFAULT_KNOWLEDGE_BASE"]' in message.msg
-    assert "get_knowledge_base" in message.hint
+    assert "CHOOSABLE_KNOWLEDGE_BASES" in message.hint
+    assert "UPLOAD_KNOWLEDGE_BASES_CALLBACK" in message.hint
     assert "promptjuggler_django.E008" in ids(run_checks(databases=[]))
 
 
 def test_upload_page_check_passes_with_a_default_or_without_the_page(settings):
     assert check_upload_page() == []
+    configure(settings, DEFAULT_KNOWLEDGE_BASE=None, CHOOSABLE_KNOWLEDGE_BASES=["kb_a", "kb_b"])
+    assert check_upload_page() == []
     configure(settings, DEFAULT_KNOWLEDGE_BASE=None)
     settings.ROOT_URLCONF = __name__
     assert check_upload_page() == []
+
+
+# --- The Ask page without a prompt ---------------------------------------------------------
+
+
+def test_routed_ask_page_without_a_prompt_is_a_warning(settings):
+    configure(settings, ASK_PROMPT=None)
+    [message] = check_ask_page()
+    assert message.id == "promptjuggler_django.W010"
+    assert 'PROMPTJUGGLER["ASK_PROMPT"]' in message.msg
+    assert "ASK_PROMPT" in message.hint
+    assert "promptjuggler_django.W010" in ids(run_checks(databases=[]))
+
+
+def test_ask_page_check_passes_with_a_prompt_or_without_the_page(settings):
+    assert check_ask_page() == []
+    configure(settings, ASK_PROMPT=None)
+    settings.ROOT_URLCONF = __name__
+    assert check_ask_page() == []
 
 
 # --- The Tasks backend and queue -----------------------------------------------------------
@@ -167,6 +196,42 @@ def test_configured_queue_passes(settings):
     assert check_task_backend() == []
     settings.TASKS = {"default": {"BACKEND": DUMMY, "QUEUES": []}}  # empty: any queue
     assert check_task_backend() == []
+
+
+class CeleryLikeBackend(importlib.import_module(f"{TASKS_MODULE}.backends.dummy").DummyBackend):
+    """Stands for django-tasks-celery's backend where it cannot be installed (Python 3.11)."""
+
+    __module__ = "django_tasks_celery.backend"
+
+
+CELERY_LIKE = f"{__name__}.CeleryLikeBackend"
+
+
+@pytest.mark.parametrize("cap", [None, 1800.0, 7200])
+def test_celery_without_a_cap_below_the_brokers_hold_limit_is_warned(settings, cap):
+    settings.TASKS = {"default": {"BACKEND": CELERY_LIKE}}
+    configure(settings, TASK_DEFER_MAX=cap)
+    [message] = check_task_deferral()
+    assert message.id == "promptjuggler_django.W004"
+    assert f'PROMPTJUGGLER["TASK_DEFER_MAX"] is {cap!r}' in message.msg
+    assert "consumer_timeout" in message.msg
+    assert "SILENCED_SYSTEM_CHECKS" in message.hint
+
+
+def test_celery_with_the_default_cap_passes_and_other_backends_need_none(settings):
+    settings.TASKS = {"default": {"BACKEND": CELERY_LIKE}}
+    assert check_task_deferral() == []  # TASK_DEFER_MAX's default, 900 s
+    settings.TASKS = {"default": {"BACKEND": DUMMY}}
+    configure(settings, TASK_DEFER_MAX=None)
+    assert check_task_deferral() == []
+
+
+def test_the_real_celery_backend_is_recognised(settings):
+    pytest.importorskip("django_tasks_celery", reason="django-tasks-celery needs Python 3.12+")
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_celery.CeleryBackend"}}
+    configure(settings, TASK_DEFER_MAX=None)
+    [message] = check_task_deferral()
+    assert message.id == "promptjuggler_django.W004"
 
 
 def sample_task(value: int) -> None:

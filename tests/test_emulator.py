@@ -3,6 +3,7 @@ streaming, concurrency, the pytest fixtures and the management command."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -16,9 +17,9 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -1071,20 +1072,58 @@ def test_plugin_works_without_pytest_django(tmp_path):
 # -- the management command ------------------------------------------------------------------
 
 
+@dataclass
+class CommandRun:
+    """``manage.py promptjuggler_emulator`` in a child process (see :func:`emulator_command`)."""
+
+    url: str = ""
+    #: The lines it printed on start, up to "Ctrl-C to stop".
+    banner: list[str] = field(default_factory=list)
+    #: After the block: what it printed after the banner, and how it ended.
+    out: str = ""
+    err: str = ""
+    returncode: int | None = None
+
+
+@contextlib.contextmanager
+def emulator_command(*args: str, pythonpath: Iterable[Path] = ()) -> Iterator[CommandRun]:
+    """Run the command with ``args`` (settings: ``tests.settings`` unless ``--settings`` is
+    given) until the block ends, then stop it with Ctrl-C."""
+    paths = [*map(str, pythonpath), str(ROOT)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "promptjuggler_emulator", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = CommandRun()
+    try:
+        line = process.stdout.readline()
+        assert "running at http://127.0.0.1:" in line, line + process.stderr.read()
+        run.url = line.strip().rsplit(" ", 1)[-1]
+        run.banner.append(line)
+        while "Ctrl-C to stop" not in run.banner[-1]:
+            run.banner.append(process.stdout.readline())
+        yield run
+    finally:
+        process.send_signal(signal.SIGINT)
+        run.out, run.err = process.communicate(timeout=10)
+        run.returncode = process.returncode
+
+
 def test_management_command_runs_without_a_database(tmp_path):
     (tmp_path / "nodb_settings.py").write_text(
         "from tests.settings import *  # noqa\n"
         "DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql',\n"
         "    'HOST': '127.0.0.1', 'PORT': '1', 'NAME': 'unreachable'}}\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     receiver = WebhookReceiver(secret="whsec_test_primary")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "django",
-            "promptjuggler_emulator",
+    try:
+        with emulator_command(
             "--settings=nodb_settings",
             "--port",
             "0",
@@ -1098,29 +1137,21 @@ def test_management_command_runs_without_a_database(tmp_path):
             receiver.url,
             "--fail-file",
             "bad.txt",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline()
-        assert "running at http://127.0.0.1:" in line, line + process.stderr.read()
-        url = line.strip().rsplit(" ", 1)[-1]
-        with httpx.Client(base_url=url, headers={"Authorization": "Bearer pj_test_key"}) as c:
-            assert c.get("/api/v1/knowledge-bases/kb_two").status_code == 200
-            assert c.get("/api/v1/knowledge-bases/kb_test").status_code == 404  # flags win
-            docs = upload(c, ("good.txt", b"x"), ("bad.txt", b"y"), slug="kb_cli").json()
-        received = receiver.wait(3)
-        assert all(r.verified for r in received)  # signed with WEBHOOK_SECRETS[0]
-        statuses = {b["id"]: b["status"] for b in receiver.bodies()}
-        assert [statuses[d["id"]] for d in docs] == ["ready", "failed"]
+            pythonpath=[tmp_path],
+        ) as command:
+            with httpx.Client(
+                base_url=command.url, headers={"Authorization": "Bearer pj_test_key"}
+            ) as c:
+                assert c.get("/api/v1/knowledge-bases/kb_two").status_code == 200
+                assert c.get("/api/v1/knowledge-bases/kb_test").status_code == 404  # flags win
+                docs = upload(c, ("good.txt", b"x"), ("bad.txt", b"y"), slug="kb_cli").json()
+            received = receiver.wait(3)
+            assert all(r.verified for r in received)  # signed with WEBHOOK_SECRETS[0]
+            statuses = {b["id"]: b["status"] for b in receiver.bodies()}
+            assert [statuses[d["id"]] for d in docs] == ["ready", "failed"]
     finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=10)
         receiver.close()
-    assert process.returncode == 0, err
-    assert "stopped" in out
-    assert "pj_test_key" not in out + err and "whsec_test" not in out + err
+    assert command.returncode == 0, command.err
+    assert "stopped" in command.out
+    printed = "".join(command.banner) + command.out + command.err
+    assert "pj_test_key" not in printed and "whsec_test" not in printed

@@ -180,6 +180,27 @@ def test_sdk_runs_a_prompt_and_reads_it_back(sdk, fake):
     assert follow_up.thread == created.thread
 
 
+def test_sdk_reads_a_run_answered_from_a_knowledge_base(sdk, fake):
+    fake.add_document("kb_sdk", "handbook.txt", b"Employees get 25 vacation days.", "ready")
+    fake.add_prompt("ask", knowledge_base="kb_sdk")
+    created = sdk.run_prompt("ask", 1, {"question": "How many vacation days?"})
+    fake.finish_run(created.id)
+    run = sdk.get_prompt_run(created.id)
+    assert run.output == (
+        'According to handbook.txt: "Employees get 25 vacation days." (handbook.txt)'
+    )
+    tool, text = (item.actual_instance for item in run.transcript)
+    assert (tool.type, tool.name, tool.status, tool.queries) == (
+        "tool",
+        "knowledge_search",
+        "ok",
+        ["How many vacation days?"],
+    )
+    assert [c.title for c in tool.citations] == ["handbook.txt"]
+    assert (text.type, text.content) == ("text", run.output)
+    assert text.citations == tool.citations
+
+
 def test_sdk_runs_a_workflow_and_reads_it_back(sdk, fake):
     from promptjuggler import WorkflowRun
 

@@ -33,16 +33,6 @@ def knowledge_base() -> KnowledgeBase:
 
 
 @pytest.fixture
-def ann(django_user_model):
-    return django_user_model.objects.create_user("ann", password="pw")
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", password="pw")
-
-
-@pytest.fixture
 def api(ann) -> APIClient:
     client = APIClient()
     client.force_authenticate(ann)
@@ -104,7 +94,8 @@ def test_upload_with_indexed_part_names(api, knowledge_base):
     assert len(response.json()) == 2
 
 
-def test_upload_into_a_chosen_knowledge_base(api, knowledge_base):
+def test_upload_into_a_chosen_knowledge_base(api, knowledge_base, settings):
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "CHOOSABLE_KNOWLEDGE_BASES": ["kb_other"]}
     KnowledgeBase.objects.create(slug="kb_other")
     response = api.post(
         LIST,

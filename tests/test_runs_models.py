@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
@@ -115,3 +115,58 @@ def test_admin_is_read_only(admin_client: Client):
     run.refresh_from_db()
     assert (run.slug, run.send_state) == ("ask", RunSendState.QUEUED)
     assert admin_client.get(reverse("admin:promptjuggler_django_run_add")).status_code == 403
+
+
+def _act(client: Client, action: str, runs: list[Run], confirm: bool) -> str:
+    data = {"action": action, "_selected_action": [r.pk for r in runs]}
+    if confirm:
+        data["confirm"] = "yes"
+    response = client.post(reverse(CHANGELIST), data, follow=True)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_resending_a_run_in_review_asks_first_and_says_what_it_risks(
+    admin_client: Client, django_capture_on_commit_callbacks
+):
+    review = make_run(send_state=RunSendState.NEEDS_REVIEW, last_error="timed out", attempts=1)
+    started = make_run(send_state=RunSendState.STARTED, remote_id=uuid.uuid4())
+    page = _act(admin_client, "resend_runs", [review, started], confirm=False)
+    assert "second run, and both are billed" in page and "django_run_id" in page
+    assert "1 selected run is left alone" in page
+    review.refresh_from_db()
+    assert review.send_state == RunSendState.NEEDS_REVIEW  # nothing until confirmed
+    with django_capture_on_commit_callbacks() as callbacks:
+        page = _act(admin_client, "resend_runs", [review, started], confirm=True)
+    assert "1 run queued to be sent again." in page
+    review.refresh_from_db()
+    started.refresh_from_db()
+    assert (review.send_state, review.attempts) == (RunSendState.QUEUED, 0)
+    assert started.send_state == RunSendState.STARTED
+    assert len(callbacks) == 1  # the send is triggered after commit
+
+
+def test_abandoning_a_run_in_review(admin_client: Client, admin_user):
+    review = make_run(send_state=RunSendState.NEEDS_REVIEW)
+    page = _act(admin_client, "abandon_runs", [review], confirm=False)
+    assert "still runs and is billed" in page
+    page = _act(admin_client, "abandon_runs", [review], confirm=True)
+    assert "1 run abandoned." in page
+    review.refresh_from_db()
+    assert review.send_state == RunSendState.FAILED
+    assert review.last_error == f"Abandoned: by {admin_user.username} in the admin"
+
+
+def test_view_only_staff_cannot_resolve_runs(client: Client):
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_run"))
+    client.force_login(viewer)
+    review = make_run(send_state=RunSendState.NEEDS_REVIEW)
+    page = client.get(reverse(CHANGELIST)).content.decode()
+    assert "resend_runs" not in page and "abandon_runs" not in page
+    client.post(
+        reverse(CHANGELIST),
+        {"action": "resend_runs", "_selected_action": [review.pk], "confirm": "yes"},
+    )
+    review.refresh_from_db()
+    assert review.send_state == RunSendState.NEEDS_REVIEW

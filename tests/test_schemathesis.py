@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.transport.serialization import Binary
 
-from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument
+from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, Run, RunKind
 
 CHECKS = [
     not_a_server_error,
@@ -56,6 +57,13 @@ schema = schemathesis.openapi.from_dict(
 #: Documents the generated ``{id}`` values may name: the test user's own and another user's.
 #: Filled by the ``documents`` fixture before any case is generated.
 SEEDED: dict[str, list[int]] = {"own": [], "theirs": []}
+#: The same for runs (of ``ASK_PROMPT``, the test settings' ``ask-handbook``).
+SEEDED_RUNS: dict[str, list[int]] = {"own": [], "theirs": []}
+
+
+def seeded_for(path: str) -> dict[str, list[int]]:
+    return SEEDED_RUNS if path.startswith("/api/runs/") else SEEDED
+
 
 #: Operation label → status code → answers, over the whole module (printed at its end).
 ANSWERS: dict[str, Counter[int]] = {}
@@ -65,10 +73,11 @@ THEIRS_ASKED: Counter[str] = Counter()
 
 @schema.hook
 def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> Any:
-    """The generated ``id``, or a seeded document's."""
+    """The generated ``id``, or a seeded document's (a seeded run's, for a run)."""
     if not isinstance(path_parameters, dict) or "id" not in path_parameters:
         return st.just(path_parameters)
-    seeded = st.sampled_from(SEEDED["own"] + SEEDED["theirs"])
+    seeds = seeded_for(context.operation.path if context.operation else "")
+    seeded = st.sampled_from(seeds["own"] + seeds["theirs"])
     return st.one_of(st.just(path_parameters), seeded.map(lambda pk: {"id": str(pk)}))
 
 
@@ -123,10 +132,21 @@ def documents(auth_headers: dict[str, str], django_user_model: Any) -> Iterator[
         )
         return document.pk
 
+    def ran(owner: Any, question: str) -> int:
+        run = Run.objects.create(
+            kind=RunKind.PROMPT, slug="ask-handbook", inputs={"question": question}, owner=owner
+        )
+        # Old enough not to hold up the user's next question.
+        Run.objects.filter(pk=run.pk).update(created_at=run.created_at - timedelta(days=1))
+        return run.pk
+
     SEEDED["own"] = [make(fuzz, f"own-{i}.txt") for i in range(3)]
     SEEDED["theirs"] = [make(other, "theirs.txt")]
+    SEEDED_RUNS["own"] = [ran(fuzz, f"Question {i}?") for i in range(3)]
+    SEEDED_RUNS["theirs"] = [ran(other, "Theirs?")]
     yield
     SEEDED["own"], SEEDED["theirs"] = [], []
+    SEEDED_RUNS["own"], SEEDED_RUNS["theirs"] = [], []
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -176,9 +196,10 @@ def test_the_api_answers_as_its_schema_documents(
 ) -> None:
     response = case.call(app=wsgi_app, headers=auth_headers)
     answers[response.status_code] += 1
-    if case.path_parameters and int_or_none(case.path_parameters.get("id")) in SEEDED["theirs"]:
+    theirs = seeded_for(case.operation.path)["theirs"]
+    if case.path_parameters and int_or_none(case.path_parameters.get("id")) in theirs:
         THEIRS_ASKED[case.operation.label] += 1
-        assert not 200 <= response.status_code < 300, "another user's document was served"
+        assert not 200 <= response.status_code < 300, "another user's object was served"
     case.validate_response(response, checks=CHECKS)
 
 

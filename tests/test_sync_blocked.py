@@ -18,7 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from promptjuggler_django import display, sync
-from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, SyncState
+from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
+from promptjuggler_django.sync import tasks
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
 from tests.sync_support import make_doc, remote_state
 
@@ -104,6 +105,49 @@ def test_no_api_key_blocks_with_the_setting_to_fix(pj: Any, kb: Any, settings: A
     assert "API_KEY" in doc.last_error
     assert "API_KEY" in _refused(kb).blocked_reason
     assert pj.request_count() == 0
+
+
+def _no_key(settings: Any) -> None:
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "API_KEY": ""}
+
+
+def _tombstone(pj: Any, kb: Any) -> RemoteDeletion:
+    doc = make_doc(kb, "to-delete.txt")
+    sync.push_documents([doc.pk])
+    doc.delete()  # inside the test's transaction: the delete task is not enqueued
+    return RemoteDeletion.objects.get()
+
+
+def test_no_api_key_leaves_tombstones_untouched(pj: Any, kb: Any, settings: Any) -> None:
+    tombstone = _tombstone(pj, kb)
+    requests = pj.request_count()
+    _no_key(settings)
+    report = sync.drain_tombstones()  # what delete_remote_task runs
+    tasks.delete_remote_task.call([tombstone.pk])  # nor does the task raise in a worker
+    assert (report.deleted, report.already_gone, report.failed) == (0, 0, 0)
+    assert any("API_KEY" in error for error in report.errors), report.errors
+    after = RemoteDeletion.objects.get()
+    assert after.attempts == tombstone.attempts == 0  # no attempt spent, no lease taken
+    assert after.next_attempt_at == tombstone.next_attempt_at
+    assert after.last_error == tombstone.last_error
+    assert pj.request_count() == requests
+    assert len(pj.documents("kb_test")) == 1
+
+
+def test_promptjuggler_sync_without_an_api_key_reports_it(pj: Any, kb: Any, settings: Any) -> None:
+    tombstone = _tombstone(pj, kb)
+    waiting = make_doc(kb, "waiting.txt")
+    requests = pj.request_count()
+    _no_key(settings)
+    summary = sync.run_sync()
+    assert summary.failing >= 1  # a setting to fix: the exit status says so
+    text = "\n".join(summary.lines())
+    assert "API_KEY" in text
+    waiting.refresh_from_db()
+    assert waiting.sync_state == SyncState.QUEUED and waiting.attempts == 0
+    assert "API_KEY" in _refused(kb).blocked_reason
+    assert RemoteDeletion.objects.get().attempts == tombstone.attempts == 0
+    assert pj.request_count() == requests
 
 
 def test_a_refused_file_still_fails_alone(pj: Any, kb: Any) -> None:

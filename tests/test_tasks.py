@@ -307,3 +307,92 @@ def test_a_deleted_unknown_outcome_is_reconciled_by_a_task_after_the_lease(
 def test_a_reconcile_task_for_a_missing_knowledge_base_is_a_no_op(pj: Any) -> None:
     tasks.reconcile_knowledge_base_task.call(424242)
     assert pj.request_count() == 0
+
+
+def _tombstoned(kb: Any, *names: str) -> list[RemoteDeletion]:
+    """Push documents, then delete them: one tombstone per remote copy, its task not run yet."""
+    docs = [make_doc(kb, name) for name in names]
+    sync.push_documents([d.pk for d in docs])
+    for doc in docs:
+        doc.delete()  # the test's transaction never commits: the delete task is not enqueued
+    return list(RemoteDeletion.objects.order_by("pk"))
+
+
+@pytest.mark.django_db
+def test_a_failed_remote_delete_is_scheduled_again_without_cron(
+    pj: Any, kb: Any, dummy_tasks: list[Any], settings: Any
+) -> None:
+    # A DELETE answered 503 keeps its tombstone with a backoff; a backend that can defer runs
+    # the delete again at that time, not at the next promptjuggler_sync.
+    settings.PROMPTJUGGLER = {
+        **settings.PROMPTJUGGLER,
+        "PUSH_BACKOFF": 30.0,
+        "PUSH_BACKOFF_MAX": 60.0,
+    }
+    [tombstone] = _tombstoned(kb, "gone.txt")
+    dummy_tasks.clear()
+    pj.set_fault("delete", status=503)  # the client's own quick retries included
+    tasks.delete_remote_task.call([tombstone.pk])
+    pj.clear_faults()
+    tombstone.refresh_from_db()
+    assert tombstone.attempts == 1 and tombstone.next_attempt_at > timezone.now()
+    [retry] = dummy_tasks
+    assert retry.task.name == "delete_remote_task"
+    assert retry.args == [[tombstone.pk]]
+    assert retry.task.run_after == tombstone.next_attempt_at
+    RemoteDeletion.objects.filter(pk=tombstone.pk).update(next_attempt_at=timezone.now())
+    dummy_tasks.clear()
+    tasks.delete_remote_task.call(*retry.args)  # what the deferred task runs
+    assert RemoteDeletion.objects.count() == 0
+    assert pj.documents("kb_test") == []
+    assert dummy_tasks == []  # nothing left waiting: nothing scheduled
+
+
+@pytest.mark.django_db
+def test_a_deferred_delete_reschedules_the_tombstones_still_waiting(
+    pj: Any, kb: Any, dummy_tasks: list[Any]
+) -> None:
+    # Each tombstone draws its own jittered delay; the task scheduled for the earliest deletes
+    # what is due by then and hands the rest to one task at the next due time.
+    tombstones = _tombstoned(kb, "a.txt", "b.txt", "c.txt")
+    now = timezone.now()
+    waits = [timedelta(seconds=s) for s in (-1, 40, 50)]
+    for tombstone, wait in zip(tombstones, waits, strict=True):
+        RemoteDeletion.objects.filter(pk=tombstone.pk).update(
+            next_attempt_at=now + wait, attempts=1, last_error="503"
+        )
+    dummy_tasks.clear()
+    tasks.delete_remote_task.call([t.pk for t in tombstones])
+    assert set(RemoteDeletion.objects.values_list("pk", flat=True)) == {
+        t.pk for t in tombstones[1:]
+    }
+    [successor] = dummy_tasks
+    assert successor.task.name == "delete_remote_task"
+    assert successor.args == [[t.pk for t in tombstones[1:]]]
+    assert successor.task.run_after == now + timedelta(seconds=40)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_backend_defers_the_retry_of_a_remote_delete(
+    pj: Any, kb: Any, database_backend: None, settings: Any
+) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "PUSH_BACKOFF": 1.0}
+    doc = make_doc(kb, "short-lived.txt")
+    run_db_worker()
+    doc.refresh_from_db()
+    assert doc.sync_state == SyncState.SYNCED
+    pj.set_fault("delete", status=503)
+    doc.delete()
+    run_db_worker("--max-tasks", "1")  # the first delete only: answered 503
+    pj.clear_faults()
+    tombstone = RemoteDeletion.objects.get()
+    assert tombstone.attempts == 1 and tombstone.next_attempt_at is not None
+    deferred = DBTaskResult.objects.filter(status="READY").get()
+    assert deferred.run_after is not None
+    assert abs((deferred.run_after - tombstone.next_attempt_at).total_seconds()) < 0.01
+    time.sleep(max(0.0, (tombstone.next_attempt_at - timezone.now()).total_seconds()) + 0.05)
+    run_db_worker()
+    assert RemoteDeletion.objects.count() == 0
+    assert pj.documents("kb_test") == []

@@ -34,16 +34,6 @@ def knowledge_base() -> KnowledgeBase:
     return KnowledgeBase.objects.create(slug="kb_test", name="Handbook")
 
 
-@pytest.fixture
-def ann(django_user_model):
-    return django_user_model.objects.create_user("ann", password="pw")
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", password="pw")
-
-
 def make_document(knowledge_base, owner, name="notes.txt", **fields) -> KnowledgeDocument:
     return KnowledgeDocument.objects.create(
         knowledge_base=knowledge_base,

@@ -18,6 +18,7 @@ from promptjuggler_django.webhooks import WebhookView
 
 from .webhook_support import (
     NOW,
+    Received,
     at,
     document_body,
     fixed_clock,  # noqa: F401  (fixture)
@@ -30,21 +31,6 @@ from .webhook_support import (
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fixed_clock")]
-
-
-class Received:
-    """Collects the keyword arguments of every send of a signal."""
-
-    def __init__(self, signal) -> None:
-        self.calls: list[dict] = []
-        self.signal = signal
-        signal.connect(self.receive, dispatch_uid=id(self))
-
-    def receive(self, sender, **kwargs) -> None:
-        self.calls.append({"sender": sender, **kwargs})
-
-    def close(self) -> None:
-        self.signal.disconnect(dispatch_uid=id(self))
 
 
 @pytest.fixture

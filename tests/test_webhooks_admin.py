@@ -63,6 +63,21 @@ def test_changelist_columns_are_short_and_plain(admin_client: Client) -> None:
     assert f'<code title="{applied.object_id}">{applied.object_id[:8]}</code>' in html
     assert f">{applied.object_id}<" not in html  # no four-line UUID in a cell
     assert "Secret #" in html and "Secret index" not in html
+    # The widest event name may break after its dot.
+    assert "knowledgedocument.<wbr>finished" in html
+
+
+def test_repeats_are_told_with_the_outcome(admin_client: Client) -> None:
+    """Duplicates and replays are a note under the outcome, not two columns of zeros."""
+    document = make_document("pending")
+    applied = logged(admin_client, document_body(document.remote_id, "ready"))
+    logged(admin_client, document_body(uuid.uuid4()))  # seen once
+    WebhookDelivery.objects.filter(pk=applied.pk).update(duplicate_count=2, replay_count=1)
+    page = admin_client.get(reverse(CHANGELIST))
+    html = page.content.decode()
+    assert "column-duplicate_count" not in html and "column-replay_count" not in html
+    assert '<small class="pj-repeats">2 duplicates, 1 replay</small>' in html
+    assert html.count('class="pj-repeats"') == 1  # nothing under a delivery seen once
 
 
 def test_nothing_can_be_added_or_edited(admin_client: Client) -> None:

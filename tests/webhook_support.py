@@ -107,6 +107,21 @@ def post(
     )
 
 
+class Received:
+    """Collects the keyword arguments of every send of a signal."""
+
+    def __init__(self, signal) -> None:
+        self.calls: list[dict] = []
+        self.signal = signal
+        signal.connect(self.receive, dispatch_uid=id(self))
+
+    def receive(self, sender, **kwargs) -> None:
+        self.calls.append({"sender": sender, **kwargs})
+
+    def close(self) -> None:
+        self.signal.disconnect(dispatch_uid=id(self))
+
+
 def make_knowledge_base(slug: str = "kb_test", remote_id: Any = None) -> KnowledgeBase:
     return KnowledgeBase.objects.create(slug=slug, remote_id=remote_id)
 

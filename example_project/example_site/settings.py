@@ -104,6 +104,11 @@ PROMPTJUGGLER = {
         "https://promptjuggler.com" if USE_REAL_PROMPTJUGGLER else "http://127.0.0.1:8765",
     ),
     "DEFAULT_KNOWLEDGE_BASE": os.environ.get("PROMPTJUGGLER_KNOWLEDGE_BASE", "kb_demo_handbook"),
+    # The prompt the Ask page runs: `demo` publishes this one on its emulator, answering from
+    # the knowledge base's documents. With the real service, name a published prompt of yours
+    # whose knowledge-search tool searches that knowledge base (its input: `question`).
+    "ASK_PROMPT": os.environ.get("PROMPTJUGGLER_ASK_PROMPT")
+    or (None if USE_REAL_PROMPTJUGGLER else "ask-handbook"),
     "MAX_UPLOAD_SIZE": 20 * 1024 * 1024,
 }
 

@@ -24,23 +24,23 @@ from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .. import sync
-from ..conf import pj_settings
-from ..display import remote_status_badge, sync_state_badge
+from ..display import badge, badge_label, remote_status_badge, sync_state_badge
 from ..filetypes import guess_content_type
 from ..forms import DocumentUploadForm, report_refused_files, validate_document_file
 from ..models import DOCUMENT_STATUS_RANK, KnowledgeBase, KnowledgeDocument, RemoteDeletion
 from ..uploadhandlers import UploadSizeLimitHandler, upload_refusal
+from ..uploadtargets import NOT_ALLOWED, fallback_knowledge_base, uploadable_knowledge_bases
 from ._scale import EstimatedCountPaginator, RelatedWithRowsFilter, listed_choices
 
 #: The documents shown on a knowledge base's change page (the rest are one click away).
 RECENT_DOCUMENTS = 10
 
-_CSS = {"all": ("promptjuggler_django/documents.css",)}
+_CSS = {"all": ("promptjuggler_django/documents.css", "promptjuggler_django/admin.css")}
 
 
 def _remote_status_choices() -> list[tuple[str, str]]:
     """The statuses PromptJuggler documents (others are found by search or sort)."""
-    return [(status, status) for status in DOCUMENT_STATUS_RANK]
+    return [(status, badge_label(status)) for status in DOCUMENT_STATUS_RANK]
 
 
 @admin.register(KnowledgeBase)
@@ -119,7 +119,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: KnowledgeBase) -> SafeString:
-        return remote_status_badge(obj.status)
+        return remote_status_badge(obj.status, KnowledgeBase.Status.choices)
 
     # PromptJuggler's own figures, as of the last sync: said in the column names so nobody takes
     # them for the local rows (next column) or for live numbers.
@@ -139,11 +139,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def blocked(self, obj: KnowledgeBase) -> Any:
         if not obj.is_blocked:
             return "—"
-        return format_html(
-            '<span class="pj-badge pj-badge--danger" title="{}">{}</span>',
-            obj.blocked_reason,
-            _("Blocked"),
-        )
+        return badge(_("Blocked"), "danger", title=obj.blocked_reason)
 
     @admin.display(description=_("local documents"), ordering="local_document_count")
     def local_documents(self, obj: KnowledgeBase) -> SafeString:
@@ -183,7 +179,10 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             _("All documents of this knowledge base"),
         )
 
-    @admin.action(description=_("Refresh status and counts from PromptJuggler"))
+    # It calls the API and writes the knowledge base and its documents: viewing is not enough.
+    @admin.action(
+        description=_("Refresh status and counts from PromptJuggler"), permissions=["change"]
+    )
     def refresh_from_api(self, request: HttpRequest, queryset: QuerySet[KnowledgeBase]) -> None:
         for knowledge_base in queryset:
             report = sync.refresh_knowledge_base(knowledge_base)
@@ -308,6 +307,13 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             formfield.validators = [*formfield.validators, validate_document_file]
         return formfield
 
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "knowledge_base":
+            # The add form is an upload too: the same rule as the upload view, page and API.
+            kwargs["queryset"] = uploadable_knowledge_bases(request)
+            kwargs.setdefault("error_messages", {"invalid_choice": NOT_ALLOWED})
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # A pushed document lives in its knowledge base; moving it would need a delete and a
         # new upload, so the knowledge base is fixed once the row exists.
@@ -346,7 +352,8 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             % {"count": count},
         )
 
-    @admin.action(description=_("Refresh status from PromptJuggler"))
+    # It calls the API and writes the documents' statuses: viewing is not enough.
+    @admin.action(description=_("Refresh status from PromptJuggler"), permissions=["change"])
     def refresh_status(self, request: HttpRequest, queryset: QuerySet[KnowledgeDocument]) -> None:
         documents = list(queryset.filter(remote_id__isnull=False))
         changed = sync.refresh_documents(documents)
@@ -379,11 +386,10 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if not self.has_add_permission(request):
             raise PermissionDenied
         request.current_app = self.admin_site.name
-        knowledge_bases = KnowledgeBase.objects.all()
-        default_slug = pj_settings.DEFAULT_KNOWLEDGE_BASE
-        initial = (
-            knowledge_bases.filter(slug=default_slug).first() if default_slug else None
-        ) or knowledge_bases.first()
+        # The app's upload rule: by default, staff who may add documents may upload into
+        # every knowledge base (UPLOAD_KNOWLEDGE_BASES_CALLBACK decides otherwise).
+        knowledge_bases = uploadable_knowledge_bases(request)
+        initial = fallback_knowledge_base(knowledge_bases) or knowledge_bases.first()
         if request.method == "POST":
             form = DocumentUploadForm(
                 request.POST,

@@ -3,7 +3,8 @@
 What it adds over a bare HTTP call, and why:
 
 * **Streaming uploads.** Files go out as ``files[0]``, ``files[1]``, … parts read in chunks, so a
-  400 MB file costs no more memory than a 4 KB one (see :mod:`promptjuggler_django._multipart`).
+  400 MB file costs no more memory than a 4 KB one (see
+  :mod:`promptjuggler_django.client._multipart`).
 * **Failures that say what happened.** PromptJuggler has no idempotency key for uploads, so the
   caller must know whether a failed upload can have created documents: :class:`RequestNotSent`
   (nothing complete reached the server, safe to send again), :class:`OutcomeUnknown` (the whole

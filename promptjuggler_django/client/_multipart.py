@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, BinaryIO, Protocol
 
-from ..filetypes import guess_content_type
+from ..mediatypes import guess_content_type
 
 
 class Readable(Protocol):

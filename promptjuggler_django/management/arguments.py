@@ -12,7 +12,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["bounded_float", "bounded_int", "non_empty"]
+__all__ = ["bounded_float", "bounded_int", "non_empty", "pair"]
 
 
 def bounded_int(low: int, high: int, unit: str = "") -> Callable[[str], int]:
@@ -70,4 +70,18 @@ def non_empty(hint: str) -> Callable[[str], str]:
         return text
 
     parse.__name__ = "string"
+    return parse
+
+
+def pair(left: str, right: str) -> Callable[[str], tuple[str, str]]:
+    """An ``argparse`` type for ``LEFT=RIGHT`` (e.g. ``ask=kb_docs``): both sides non-empty,
+    split at the first ``=``; ``left`` and ``right`` name the sides in the message."""
+
+    def parse(text: str) -> tuple[str, str]:
+        name, equals, value = text.partition("=")
+        if not equals or not name.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"{text!r} is not {left}={right}.")
+        return name.strip(), value.strip()
+
+    parse.__name__ = "pair"
     return parse

@@ -21,11 +21,13 @@ Each arrow is a function of :mod:`promptjuggler_django.transitions`. The impleme
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -242,17 +244,19 @@ class SyncSummary:
     tombstones_failing: int = 0
     #: Knowledge bases PromptJuggler refuses as a whole, slug → reason (their documents wait).
     blocked: dict[str, str] = field(default_factory=dict)
+    #: Why nothing could be sent at all (no API key), naming the setting; empty when configured.
+    not_configured: str = ""
 
     @property
     def failing(self) -> int:
         """How much work needs a person; non-zero makes the command exit with status 1.
 
         Documents ``failed`` or in review count, and so does each blocked knowledge base (a key
-        or a slug to fix). Work that retries by itself (documents ``retrying``, remote deletions
-        waiting for their backoff, a ``GET`` that failed and is made again by the next run) does
-        not: it is reported, and the next run or task does it.
+        or a slug to fix) and a missing API key. Work that retries by itself (documents
+        ``retrying``, remote deletions waiting for their backoff, a ``GET`` that failed and is
+        made again by the next run) does not: it is reported, and the next run or task does it.
         """
-        return self.failed + self.needs_review + len(self.blocked)
+        return self.failed + self.needs_review + len(self.blocked) + bool(self.not_configured)
 
     def lines(self) -> list[str]:
         """A human summary, one line per topic."""
@@ -296,6 +300,11 @@ class SyncSummary:
             "accepts the knowledge base (tried on a backoff and by every run)."
             for slug, reason in self.blocked.items()
         ]
+        if self.not_configured:
+            body.append(
+                f"Not configured: {self.not_configured} Nothing was sent and PromptJuggler was "
+                "not read; the waiting work goes once the setting is fixed."
+            )
         tail = [
             f"Left failing: {self.failed} failed, {self.needs_review} need review, "
             f"{len(self.blocked)} knowledge base(s) blocked. "
@@ -323,18 +332,27 @@ def run_sync(
 
     ``retry_now`` cuts short the backoff of documents ``retrying`` and of remote deletions
     waiting after a failed attempt, so a run after an outage catches up at once.
+
+    Without an API key nothing remote happens and nothing raises: documents are held (their
+    knowledge bases blocked), tombstones stay untouched, and ``not_configured`` names the
+    setting to fix.
     """
     kb = _resolve_knowledge_base(knowledge_base)
     kb_ids = None if kb is None else [kb.pk]
     summary = SyncSummary(dry_run=dry_run)
-    with PromptJugglerClient.from_settings() as client:
+    try:
+        client: PromptJugglerClient | None = PromptJugglerClient.from_settings()
+    except ImproperlyConfigured as exc:  # no API key: report it, change nothing remote
+        client, summary.not_configured = None, str(exc)
+    with client if client is not None else nullcontext():
         if dry_run:
             later = timezone.now() + timedelta(days=36500) if retry_now else None
             summary.due = _documents(kb).due(later).count()
             summary.tombstones_due = _tombstones_in(kb, due_only=not retry_now).count()
-            summary.reconcile = reconcile(
-                knowledge_base=kb, delete_orphans=delete_orphans, dry_run=True, client=client
-            )
+            if client is not None:
+                summary.reconcile = reconcile(
+                    knowledge_base=kb, delete_orphans=delete_orphans, dry_run=True, client=client
+                )
         else:
             if retry_now:
                 summary.retried_documents, summary.retried_tombstones = _retry_now(kb)
@@ -348,16 +366,17 @@ def run_sync(
             summary.push = push_due(
                 knowledge_base_ids=kb_ids, client=client, progress=push_progress
             )
-            summary.reconcile = reconcile(
-                knowledge_base=kb,
-                delete_orphans=delete_orphans,
-                client=client,
-                enqueue=False,
-                progress=progress,
-            )
-            if summary.reconcile.pushed_again:
-                summary.push.merge(push_due(knowledge_base_ids=kb_ids, client=client))
-            summary.drain.merge(drain_tombstones(knowledge_base=kb, client=client))
+            if client is not None:  # without a key the documents were held: nothing to read
+                summary.reconcile = reconcile(
+                    knowledge_base=kb,
+                    delete_orphans=delete_orphans,
+                    client=client,
+                    enqueue=False,
+                    progress=progress,
+                )
+                if summary.reconcile.pushed_again:
+                    summary.push.merge(push_due(knowledge_base_ids=kb_ids, client=client))
+                summary.drain.merge(drain_tombstones(knowledge_base=kb, client=client))
             _process_pending_webhooks()
     docs = _documents(kb)
     summary.failed = docs.filter(sync_state=SyncState.FAILED).count()

@@ -231,6 +231,25 @@ def schedule_retry(knowledge_base_id: int, when: datetime) -> bool:
     return enqueue_at(TRIGGERS.push_knowledge_base, when, knowledge_base_id)
 
 
+def schedule_drain(waiting: Iterable[tuple[int, datetime]]) -> int:
+    """Ask the task backend to delete tombstoned documents again once their backoff ends.
+
+    ``waiting`` holds ``(tombstone id, next attempt time)`` pairs. The delete task's
+    counterpart of :func:`schedule_retry`: one task per chunk of tombstones, each at the
+    earliest time one of them is due. Returns how many tasks were scheduled; a backend without
+    deferral schedules none, and the tombstones wait for the next ``promptjuggler_sync``.
+    """
+    if not pj_settings.SYNC_ENABLED or TRIGGERS.delete_remote is None:
+        return 0
+    ordered = sorted(waiting, key=lambda pair: (pair[1], pair[0]))
+    scheduled = 0
+    for start in range(0, len(ordered), _TOMBSTONES_PER_TASK):
+        chunk = ordered[start : start + _TOMBSTONES_PER_TASK]
+        ids = sorted(pk for pk, _ in chunk)
+        scheduled += enqueue_at(TRIGGERS.delete_remote, chunk[0][1], ids)
+    return scheduled
+
+
 # -- tombstones ------------------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ Writes are grouped so a batch costs the same few queries whatever its size.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from ..apply import replay_early_webhooks
 from ..client import RemoteDocument
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, SyncState
+from ..retries import backoff_delay
 from ._locking import locked_rows
 from ._outbox import Tombstone, enqueue_push_for, write_tombstones
 
@@ -118,18 +118,6 @@ class Claim:
     rows: list[KnowledgeDocument]
     #: The lease end written on the rows; identifies this claim.
     token: datetime
-
-
-def backoff_delay(attempts: int, retry_after: float | None = None) -> float:
-    """Seconds before attempt ``attempts + 1``: exponential, capped, jittered, ≥ Retry-After."""
-    ceiling = min(
-        pj_settings.PUSH_BACKOFF_MAX, pj_settings.PUSH_BACKOFF * 2 ** max(0, attempts - 1)
-    )
-    # Equal jitter: spread workers apart without ever retrying at once.
-    delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
 
 
 def run_after_commit(func: Callable[..., Any], *args: Any, using: str, **kwargs: Any) -> None:

@@ -48,6 +48,7 @@ from ..client import (
 from ..conf import pj_settings
 from ..filetypes import guess_content_type
 from ..models import KnowledgeBase, KnowledgeDocument, SyncState
+from ..retries import backoff_delay
 from ._locking import first_unlocked
 from ._outbox import schedule_retry
 from ._outcomes import (
@@ -62,7 +63,6 @@ from ._outcomes import (
     DocumentResult,
     Progress,
     PushReport,
-    backoff_delay,
     match_answer,
     store_outcomes,
 )

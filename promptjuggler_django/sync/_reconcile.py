@@ -23,7 +23,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -325,17 +324,14 @@ def _apply_statuses(docs: Sequence[RemoteDocument], observed_at: datetime, using
                 transitions.assign(row, change)
                 moved.append((row, change))
                 if old_status != doc.status:
-                    transaction.on_commit(
-                        partial(
-                            signal.send_robust,
-                            sender=KnowledgeDocument,
-                            document=row,
-                            old_status=old_status,
-                            new_status=doc.status,
-                            delivery=None,
-                        ),
+                    signals.send_on_commit(
+                        signal,
+                        KnowledgeDocument,
                         using=using,
-                        robust=True,
+                        document=row,
+                        old_status=old_status,
+                        new_status=doc.status,
+                        delivery=None,
                     )
             _store_statuses(manager, moved)
         applied += len(moved)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -20,8 +21,10 @@ from .. import signals
 from ..client import APIError, PromptJugglerClient, PromptJugglerError
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
+from ..retries import backoff_delay
 from ._locking import first_unlocked
-from ._outcomes import ERROR_LENGTH, Progress, backoff_delay, run_after_commit
+from ._outbox import schedule_drain
+from ._outcomes import ERROR_LENGTH, Progress, run_after_commit
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -61,7 +64,9 @@ def drain_tombstones(
 
     PromptJuggler's 204 and 404 both mean the document is gone. Anything else keeps the
     tombstone with its error and a backoff: deleting is idempotent, so it is simply tried
-    again later. Tombstones without a remote id (unknown upload outcomes) are left to reconcile.
+    again later, by a delete task deferred to the earliest due time where the task backend
+    can defer (else by ``promptjuggler_sync``). Tombstones without a remote id (unknown upload
+    outcomes) are left to reconcile.
     """
     using = using or DEFAULT_DB_ALIAS
     report = DrainReport()
@@ -70,6 +75,8 @@ def drain_tombstones(
         return report
     own_client = client is None
     seen: set[int] = set()
+    finished: set[int] = set()
+    kept_pks: set[int] = set()
     try:
         while True:
             now = timezone.now()
@@ -90,12 +97,16 @@ def drain_tombstones(
                 batch = first_unlocked(qs, using, _TOMBSTONES_PER_ROUND)
                 if not batch:
                     break
+                if client is None:
+                    try:  # before the lease: without a key nothing can be sent
+                        client = PromptJugglerClient.from_settings()
+                    except ImproperlyConfigured as exc:
+                        _not_configured(report, exc)
+                        break
                 RemoteDeletion.objects.using(using).filter(pk__in=[t.pk for t in batch]).update(
                     next_attempt_at=lease, attempts=F("attempts") + 1
                 )
             seen.update(t.pk for t in batch)
-            if client is None:
-                client = PromptJugglerClient.from_settings()
             done: list[tuple[RemoteDeletion, bool]] = []
             kept: list[RemoteDeletion] = []
             for tombstone in batch:
@@ -124,6 +135,8 @@ def drain_tombstones(
                     )
                 if done:
                     run_after_commit(_after_drain, done, using=using)
+            finished.update(t.pk for t, _ in done)
+            kept_pks.update(t.pk for t in kept)
             report.deleted += sum(1 for _, deleted in done if deleted)
             report.already_gone += sum(1 for _, deleted in done if not deleted)
             report.failed += len(kept)
@@ -134,7 +147,32 @@ def drain_tombstones(
     finally:
         if own_client and client is not None:
             client.close()
+    _reschedule_waiting((set(only or ()) | kept_pks) - finished, using)
     return report
+
+
+def _reschedule_waiting(pks: set[int], using: str) -> None:
+    """Defer a delete task to the earliest time one of these tombstones is due again.
+
+    Each failed delete draws its own jittered backoff, so the task that runs at the earliest
+    deletes only what is due by then: whatever still waits is handed on here, and every
+    retry happens without ``promptjuggler_sync``.
+    """
+    if not pks:
+        return
+    waiting = RemoteDeletion.objects.using(using).filter(
+        pk__in=sorted(pks), remote_id__isnull=False, next_attempt_at__gt=timezone.now()
+    )
+    schedule_drain(
+        (pk, when) for pk, when in waiting.values_list("pk", "next_attempt_at") if when is not None
+    )
+
+
+def _not_configured(report: DrainReport, exc: ImproperlyConfigured) -> None:
+    """No API key: the tombstones stay as they are (no attempt, no lease) for after the fix."""
+    message = f"Remote deletions not sent: {exc}"
+    logger.warning("%s", message)
+    report.errors.append(message)
 
 
 def _after_drain(done: list[tuple[RemoteDeletion, bool]]) -> None:

@@ -104,7 +104,7 @@ class FakePromptJuggler:
         self._webhook_secret: str | None = webhook_secret
         self.set_webhook(webhook_url, webhook_secret)
         self._store = Store()
-        self._runs = RunBook()
+        self._runs = RunBook(knowledge=self._store.searchable_documents)
         self._run_timers: set[threading.Timer] = set()
         self._run_timers_lock = threading.Lock()
         self._faults = FaultBook()
@@ -330,6 +330,8 @@ class FakePromptJuggler:
         tags: Mapping[str, int] | None = None,
         inputs: Iterable[str] = (),
         output: str | OutputFactory | None = None,
+        knowledge_base: str | None = None,
+        question_input: str = "question",
     ) -> FakeRunnable:
         """Publish a prompt (PromptJuggler's UI does this; the API cannot).
 
@@ -338,7 +340,18 @@ class FakePromptJuggler:
         run without one is refused with 422). A run's ``output`` is this string, or this
         callable's answer to the run's inputs, or by default the inputs echoed back.
         Publishing a slug again replaces it.
+
+        With ``knowledge_base`` (a slug, former slug or id of a knowledge base that exists;
+        ``KeyError`` otherwise) the prompt searches it instead, like a prompt with
+        PromptJuggler's knowledge-search tool: each run answers its ``question_input`` (added to
+        ``inputs``) when it finishes, quoting the best-matching passages of the documents that
+        are ``ready`` by then, with their file names, and its transcript has a
+        ``knowledge_search`` tool item before the text (rules in :mod:`.search`). Each run
+        answers its own question: a follow-up in the same thread is not read with the earlier
+        ones, so ask it in full. ``output`` cannot be combined with it.
         """
+        if knowledge_base is not None:
+            self._store.knowledge_base(knowledge_base)  # KeyError now, not at the first run
         return self._runs.publish(
             FakeRunnable(
                 "prompt",
@@ -347,6 +360,8 @@ class FakePromptJuggler:
                 tags=dict(tags or {}),
                 inputs=tuple(inputs),
                 output=output,
+                knowledge_base=knowledge_base,
+                question_input=question_input,
             )
         )
 

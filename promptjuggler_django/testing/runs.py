@@ -7,7 +7,9 @@ PromptJuggler runs published prompts and workflows asynchronously: a create answ
 of the API reference, kept apart from the app's so a client/service mismatch fails a test.
 
 Like :mod:`.state`, everything runs under one lock, callers get copies, and the webhook events a
-change causes are returned, never sent from inside the lock.
+change causes are returned, never sent from inside the lock. A prompt published with a knowledge
+base answers from its documents (:mod:`.search`) when the run finishes: the run book asks the
+store for copies of them, and searches, outside its own lock.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .state import WebhookEvent
+from . import search
+from .state import FakeDocument, WebhookEvent
 
 PROMPT_RUN_EVENT = "promptrun.finished"
 WORKFLOW_RUN_EVENT = "workflowrun.finished"
@@ -41,6 +44,9 @@ LATEST = "__latest__"
 OutputFactory = Callable[[Mapping[str, str]], "str | None"]
 #: Produces a workflow run's outputs (node name → text) from its inputs.
 OutputsFactory = Callable[[Mapping[str, str]], "Mapping[str, str | None]"]
+#: A knowledge base's current slug and its searchable documents (copies), by slug, former slug
+#: or id; ``KeyError`` when there is no such knowledge base (``Store.searchable_documents``).
+KnowledgeSource = Callable[[str], "tuple[str, list[FakeDocument]]"]
 
 
 class RunRequestError(ValueError):
@@ -67,6 +73,11 @@ class FakeRunnable:
     output: str | OutputFactory | None = None
     #: Workflows: node name → text, or a callable of the inputs.
     outputs: Mapping[str, str | None] | OutputsFactory | None = None
+    #: Prompts: the knowledge base (slug, former slug or id) whose ``ready`` documents answer
+    #: each run (see :mod:`.search`); ``None`` for a prompt without knowledge search.
+    knowledge_base: str | None = None
+    #: Prompts with a knowledge base: the input that carries the question.
+    question_input: str = "question"
 
     def resolve(self, version: str) -> int | None:
         """The revision a path's version segment names, or ``None``."""
@@ -137,8 +148,10 @@ class FakeRun:
 class RunBook:
     """Published prompts and workflows, and their runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, knowledge: KnowledgeSource | None = None) -> None:
         self.lock = threading.RLock()
+        #: Where knowledge-search prompts find documents; ``None``: they find nothing.
+        self._knowledge = knowledge
         self._runnables: dict[tuple[str, str], FakeRunnable] = {}
         self._runs: dict[uuid.UUID, FakeRun] = {}
 
@@ -151,6 +164,15 @@ class RunBook:
             raise ValueError("versions must be positive revision numbers")
         if any(v not in runnable.versions for v in runnable.tags.values()):
             raise ValueError("every tag must name one of the versions")
+        if runnable.knowledge_base is not None:
+            if runnable.kind != "prompt":
+                raise ValueError("only a prompt can search a knowledge base")
+            if runnable.output is not None:
+                raise ValueError("a prompt that searches a knowledge base computes its output")
+            if runnable.question_input not in runnable.inputs:
+                runnable = dataclasses.replace(
+                    runnable, inputs=(*runnable.inputs, runnable.question_input)
+                )
         with self.lock:
             self._runnables[(runnable.kind, runnable.slug)] = runnable
             return dataclasses.replace(runnable)
@@ -211,7 +233,11 @@ class RunBook:
         cost: Mapping[str, Any] | None,
     ) -> WebhookEvent:
         """Give a run its result and status; returns its ``*.finished`` event (sent again if the
-        run had already finished: a way to replay an event)."""
+        run had already finished: a way to replay an event). A knowledge-search prompt without
+        an explicit ``output`` answers from the documents that are ready now."""
+        grounded = None
+        if isinstance(output, _Unset) and status != "failed":
+            grounded = self._search(run_id)
         with self.lock:
             run = self._runs.get(run_id)
             if run is None:
@@ -222,11 +248,13 @@ class RunBook:
             run.finished_at = None if status == "pending" else datetime.now(UTC)
             run.error = error if error is not None else ("Run failed" if failed else None)
             if run.kind == "prompt":
-                if isinstance(output, _Unset):
+                if grounded is not None:
+                    output = grounded.output
+                elif isinstance(output, _Unset):
                     output = None if failed else _default_output(runnable, run.inputs)
                 run.output = output
                 run.emitted = [dict(e) for e in emitted or ()]
-                run.transcript = _transcript(output, run.emitted)
+                run.transcript = _transcript(output, run.emitted, grounded)
                 produced = output or ""
             else:
                 if outputs is None:
@@ -242,6 +270,24 @@ class RunBook:
             run.token_usage = usage
             run.cost = dict(cost) if cost is not None else _default_cost(usage)
             return run.finished_event()
+
+    def _search(self, run_id: uuid.UUID) -> search.Answer | None:
+        """The answer of a knowledge-search prompt's run, or ``None`` for any other run. The
+        store's lock is taken (inside :attr:`_knowledge`) and the search made outside ours, so a
+        slow search never holds up the run endpoints."""
+        with self.lock:
+            run = self._runs.get(run_id)
+            runnable = self._runnables.get(("prompt", run.slug)) if run else None
+            if run is None or run.kind != "prompt" or runnable is None:
+                return None
+            if runnable.knowledge_base is None:
+                return None
+            handle, question = runnable.knowledge_base, run.inputs.get(runnable.question_input)
+        try:
+            name, documents = self._knowledge(handle) if self._knowledge else (handle, [])
+        except KeyError:  # the prompt names a knowledge base the account does not have
+            name, documents = handle, []
+        return search.answer(question or "", name, documents)
 
     def pending_ids(self) -> list[uuid.UUID]:
         with self.lock:
@@ -343,10 +389,14 @@ def _default_outputs(
     return {"output": _default_output(runnable, inputs)}
 
 
-def _transcript(output: str | None, emitted: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
+def _transcript(
+    output: str | None, emitted: list[dict[str, Any]], grounded: search.Answer | None = None
+) -> list[dict[str, Any]]:
+    """A prompt run's items: the knowledge search (if any), the text, then the emitted data."""
+    items: list[dict[str, Any]] = [grounded.tool_item()] if grounded is not None else []
     if output:
-        items.append({"type": "text", "content": output, "citations": []})
+        citations = grounded.citations if grounded is not None else []
+        items.append({"type": "text", "content": output, "citations": citations})
     items.extend(
         {"type": "data", "tool": e.get("tool", ""), "payload": e.get("payload", {})}
         for e in emitted

@@ -261,6 +261,18 @@ class Store:
                 docs = self._docs_of(self._require_kb(slug).id)
             return [dataclasses.replace(d) for d in docs]
 
+    def searchable_documents(self, slug_or_id: str | uuid.UUID) -> tuple[str, list[FakeDocument]]:
+        """A knowledge base's current slug and copies of its ``ready`` documents whose bytes
+        were kept, in upload order: what a knowledge-search prompt answers from. The handle
+        resolves like every other (slug, former slug or id); ``KeyError`` if unknown."""
+        with self.lock:
+            kb = self._require_kb(slug_or_id)
+            return kb.slug, [
+                dataclasses.replace(d)
+                for d in self._docs_of(kb.id)
+                if d.status == "ready" and d.content is not None
+            ]
+
     def delete_document(self, document_id: uuid.UUID) -> bool:
         with self.lock:
             return self._documents.pop(document_id, None) is not None

@@ -93,3 +93,13 @@ def log_in(page: Any, username: str, password: str, start: str) -> None:
     page.fill("#id_password", password)
     page.click("#login-form [type=submit]")
     page.wait_for_url(f"**{start}")
+
+
+def save_screenshot(page: Any, name: str, **options: Any) -> None:
+    """Save ``page`` as ``$PJ_SAVE_SCREENSHOTS/<name>`` when the variable is set (the docs)."""
+    directory = os.environ.get("PJ_SAVE_SCREENSHOTS")
+    if not directory:
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    page.mouse.move(0, 0)  # no hover state in the picture
+    page.screenshot(path=Path(directory) / name, animations="disabled", **options)

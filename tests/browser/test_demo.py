@@ -1,6 +1,7 @@
 """``python example_project/manage.py demo`` from a clean data directory: it migrates, creates the
 users, starts the emulator and serves the site, and a person can upload a document and watch it
-become ready (the emulator's webhooks reach the demo site)."""
+become ready (the emulator's webhooks reach the demo site), then ask "How many vacation days?" and
+read the answer quoting the uploaded handbook."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 MANAGE = Path(__file__).resolve().parents[2] / "example_project" / "manage.py"
-SAMPLE = MANAGE.parent / "sample_documents" / "travel-policy.txt"
+SAMPLE = MANAGE.parent / "sample_documents" / "employee-handbook.md"
 
 
 def free_port() -> int:
@@ -35,7 +36,17 @@ def demo_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         env.pop(name, None)
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, str(MANAGE), "demo", "--port", str(port), "--processing-delay", "1"],
+            [
+                sys.executable,
+                str(MANAGE),
+                "demo",
+                "--port",
+                str(port),
+                "--processing-delay",
+                "1",
+                "--run-delay",
+                "1",
+            ],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -70,6 +81,7 @@ def test_demo_command_serves_a_working_site(chromium, demo_site):
     output = log.read_text(errors="replace")
     assert "Log in as      demo / demo" in output
     assert "bundled PromptJuggler emulator" in output
+    assert "ask “How many vacation days?”" in output
     assert "whsec_" not in output and "pj_demo_" not in output  # no secret printed
 
     context = chromium.new_context(base_url=base)
@@ -87,6 +99,15 @@ def test_demo_command_serves_a_working_site(chromium, demo_site):
         # Processing takes a second in the demo's emulator, then its webhook arrives.
         expect(page.locator("[data-pj-badge]")).to_have_text("Ready", timeout=20_000)
 
+        # Ask the handbook: the demo's prompt answers from the uploaded file and quotes it.
+        page.get_by_role("link", name="Ask", exact=True).click()
+        page.get_by_label("Your question").fill("How many vacation days?")
+        page.get_by_role("button", name="Ask").click()
+        answer = page.locator("[data-pj-answer]")
+        expect(answer).to_contain_text("27 vacation days", timeout=20_000)
+        expect(answer).to_contain_text("employee-handbook.md")
+        expect(page.locator("[data-pj-source-list] li")).to_have_text(["employee-handbook.md"])
+
         # The admin account works too and sees the document.
         page.click("nav button")  # log out
         page.goto("/admin/")
@@ -94,8 +115,8 @@ def test_demo_command_serves_a_working_site(chromium, demo_site):
         page.fill("#id_password", "admin")
         page.click("#login-form [type=submit]")
         page.goto("/admin/promptjuggler_django/knowledgedocument/")
-        expect(page.locator("#result_list")).to_contain_text("travel-policy.txt")
-        expect(page.locator("[data-pj-remote-status]")).to_have_text("ready")
+        expect(page.locator("#result_list")).to_contain_text("employee-handbook.md")
+        expect(page.locator("[data-pj-remote-status]")).to_have_text("Ready")
     finally:
         context.close()
 

@@ -176,7 +176,7 @@ def test_admin_uploads_and_pushes_a_failed_document_again(
     page.click("button[name=index]")
     expect(page.locator(".messagelist")).to_contain_text("1 document queued to be pushed again.")
     expect(page.locator("#result_list tr", has_text="policy.txt")).to_contain_text("Synced")
-    expect(page.locator("#result_list tr", has_text="policy.txt")).to_contain_text("pending")
+    expect(page.locator("#result_list tr", has_text="policy.txt")).to_contain_text("Pending")
     expect(page.locator("#result_list tr", has_text="faq.md")).to_contain_text("Failed")
     assert [d.file_name for d in emulator.documents("kb_test")] == ["policy.txt"]
 

@@ -1,7 +1,8 @@
 """``manage.py promptjuggler_emulator``: a local PromptJuggler for development without an account.
 
-Runs the same emulator the tests use as a standalone process: the knowledge-base API on
-loopback, documents that finish on a timer, signed webhooks to your site. Needs no database.
+Runs the same emulator the tests use as a standalone process: the knowledge-base and run API on
+loopback, documents and runs that finish on a timer, signed webhooks to your site, and prompts
+(``--search-prompt``) that answer questions from the uploaded documents. Needs no database.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import pj_settings
 from ...testing import FakePromptJuggler
-from ..arguments import bounded_float, bounded_int
+from ..arguments import bounded_float, bounded_int, pair
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_API_KEY = "pj_test_key"
+#: The input a ``--search-prompt`` prompt reads its question from.
+QUESTION_INPUT = "question"
+#: The tag a ``--search-prompt`` prompt's version 1 carries, besides ``1`` and ``__latest__``.
+SEARCH_PROMPT_TAG = "production"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -36,8 +41,9 @@ class _StdoutHandler(logging.Handler):
 
 class Command(BaseCommand):
     help = (
-        "Run a local PromptJuggler emulator (knowledge-base API, simulated processing, signed "
-        "webhooks) until Ctrl-C. Defaults come from settings.PROMPTJUGGLER."
+        "Run a local PromptJuggler emulator (knowledge-base and run API, simulated processing, "
+        "signed webhooks, prompts that answer from the documents) until Ctrl-C. Defaults come "
+        "from settings.PROMPTJUGGLER."
     )
     requires_system_checks: list[str] = []
     requires_migrations_checks = False
@@ -82,6 +88,26 @@ class Command(BaseCommand):
             metavar="NAME",
             help="File name whose processing ends 'failed'; repeat for several.",
         )
+        parser.add_argument(
+            "--search-prompt",
+            action="append",
+            default=[],
+            type=pair("SLUG", "KB_SLUG"),
+            dest="search_prompts",
+            metavar="SLUG=KB_SLUG",
+            help=f"Publish prompt SLUG (version 1, tagged {SEARCH_PROMPT_TAG!r}) that answers its "
+            f"{QUESTION_INPUT!r} input by quoting the best-matching passages of knowledge base "
+            "KB_SLUG's ready documents; KB_SLUG must be one of the knowledge bases created. "
+            "Repeat for several (default: none).",
+        )
+        parser.add_argument(
+            "--run-delay",
+            type=bounded_float(0, 86400, "seconds"),
+            default=1.0,
+            metavar="SECONDS",
+            help="Seconds until a prompt or workflow run completes and its webhook is sent. "
+            "Default: 1.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = self._address(options["host"], options["port"])
@@ -100,8 +126,24 @@ class Command(BaseCommand):
             webhook_secret=secret if options["webhook_url"] else None,
             processing_delay=options["processing_delay"],
             knowledge_bases=slugs,
+            run_delay=options["run_delay"],
         )
         emulator.fail_files(*options["fail_file"])
+        for prompt, kb_slug in options["search_prompts"]:
+            if kb_slug not in slugs:
+                raise CommandError(
+                    f"--search-prompt {prompt}={kb_slug}: no knowledge base {kb_slug!r}; "
+                    f"create it with --knowledge-base {kb_slug}."
+                )
+            try:
+                emulator.add_prompt(
+                    prompt,
+                    tags={SEARCH_PROMPT_TAG: 1},
+                    knowledge_base=kb_slug,
+                    question_input=QUESTION_INPUT,
+                )
+            except ValueError as exc:  # e.g. a slug with a "/"
+                raise CommandError(f"--search-prompt {prompt}={kb_slug}: {exc}") from exc
         try:
             emulator.start()
         except OSError as exc:
@@ -160,11 +202,17 @@ class Command(BaseCommand):
             write(f"  Knowledge base {kb.slug} (id {kb.id})")
         if not slugs:
             write("  No knowledge base: pass --knowledge-base SLUG or set DEFAULT_KNOWLEDGE_BASE.")
+        for prompt, kb_slug in options["search_prompts"]:
+            write(
+                f"  Prompt {prompt} answers its {QUESTION_INPUT!r} input from {kb_slug} "
+                f"(version 1, {SEARCH_PROMPT_TAG!r}, '__latest__')"
+            )
         if emulator.webhook_url:
             write(f"  Webhooks to {emulator.webhook_url}, signed with the configured secret")
         else:
             write("  Webhooks off (pass --webhook-url)")
         write(
-            f"  Documents are ready {options['processing_delay']:g}s after upload. Ctrl-C to stop."
+            f"  Documents are ready {options['processing_delay']:g}s after upload, runs complete "
+            f"{options['run_delay']:g}s after they start. Ctrl-C to stop."
         )
         self.stdout.flush()

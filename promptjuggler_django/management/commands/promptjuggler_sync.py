@@ -3,8 +3,9 @@
 Meant for cron (every few minutes) as well as by hand. It is safe while task workers run:
 rows they hold are skipped (row locks with ``SKIP LOCKED`` where the database has them, and
 upload leases), and every step is idempotent. Exits with status 1 only when work needs a
-person (documents failed or in review), so cron mail or a monitoring wrapper notices; work
-that retries by itself (documents retrying, remote deletions waiting) is reported, not fatal.
+person (documents failed or in review, runs in review), so cron mail or a monitoring wrapper
+notices; work that retries by itself (documents retrying, remote deletions waiting) is
+reported, not fatal.
 ``--retry-now`` cuts those backoffs short after an outage.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...models import KnowledgeBase
+from ...runs import run_runs
 from ...sync import run_sync
 from ..arguments import non_empty
 
@@ -22,7 +24,8 @@ from ..arguments import non_empty
 class Command(BaseCommand):
     help = (
         "Push due documents, delete tombstoned remote documents, refresh statuses with one GET "
-        "per knowledge base, and reconcile local rows with PromptJuggler."
+        "per knowledge base, and reconcile local rows with PromptJuggler; send due runs and "
+        "poll runs whose webhook is overdue."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -76,10 +79,14 @@ class Command(BaseCommand):
             progress.finish()
         for line in summary.lines():
             self.stdout.write(line)
-        if summary.failing:
-            raise CommandError(
-                f"{summary.failing} item(s) left failing that need a person.", returncode=1
-            )
+        failing = summary.failing
+        if kb is None:  # runs belong to no knowledge base: a run for one leaves them alone
+            runs_summary = run_runs(dry_run=options["dry_run"])
+            for line in runs_summary.lines():
+                self.stdout.write(line)
+            failing += runs_summary.failing
+        if failing:
+            raise CommandError(f"{failing} item(s) left failing that need a person.", returncode=1)
 
 
 class _ProgressLine:

@@ -1,11 +1,18 @@
 /*
- * promptjuggler_django live status: polls the status endpoint and updates badges in place.
+ * promptjuggler_django live status: polls a status endpoint and updates the page in place.
  *
- * Markup (see includes/document_table.html): an element with data-pj-status-url holds elements
+ * Documents (see includes/document_table.html): an element with data-pj-status-url holds elements
  * with data-pj-document="<id>" and data-pj-final="true|false"; inside each, a badge
- * [data-pj-badge], and optionally [data-pj-detail], [data-pj-chunks] and [data-pj-error]. Polling
- * stops once every document is final, slows down after errors and pauses while the page is hidden.
- * Changes are announced through the root's [data-pj-announce] live region; the root's
+ * [data-pj-badge], and optionally [data-pj-detail], [data-pj-chunks] and [data-pj-error].
+ *
+ * Questions on the Ask page (see ask.html, includes/ask_turn.html): an element with
+ * data-pj-ask-status-url holds elements with data-pj-run="<id>" and data-pj-final; inside each,
+ * [data-pj-badge], [data-pj-message], the answer [data-pj-answer] and [data-pj-sources] with its
+ * list [data-pj-source-list]. The form's [data-pj-ask-submit] button is enabled once nothing
+ * waits.
+ *
+ * Polling stops once every item is final, slows down after errors and pauses while the page is
+ * hidden. Changes are announced through the root's [data-pj-announce] live region; the root's
  * [data-pj-reload-hint] (shown when this script does not run) is hidden.
  */
 (function () {
@@ -13,8 +20,10 @@
 
   var MAX_BACKOFF_MS = 30000;
 
-  function track(root) {
-    var url = root.getAttribute("data-pj-status-url");
+  // Follow the items of `root` (elements with the `item` attribute holding their id) that are
+  // not final: ask `url` about them, hand each answered one to `apply` (which returns what to
+  // announce, or null), and call `settled` after each answer.
+  function follow(root, url, item, key, apply, settled) {
     var interval = parseInt(root.getAttribute("data-pj-poll-interval"), 10) || 2000;
     var delay = interval;
     var timer = null;
@@ -24,37 +33,9 @@
 
     function pending() {
       return Array.prototype.filter.call(
-        root.querySelectorAll("[data-pj-document]"),
+        root.querySelectorAll("[" + item + "]"),
         function (el) { return el.getAttribute("data-pj-final") !== "true"; }
       );
-    }
-
-    function apply(el, item) {
-      var badge = el.querySelector("[data-pj-badge]");
-      var changed = badge && badge.getAttribute("data-pj-phase") !== item.phase;
-      if (badge) {
-        badge.textContent = item.label;
-        badge.className = "pj-badge pj-badge--" + item.tone;
-        badge.setAttribute("data-pj-phase", item.phase);
-      }
-      var chunks = el.querySelector("[data-pj-chunks]");
-      if (chunks) {
-        // PromptJuggler reports 0 chunks until processing ends: show a count once ready.
-        var ready = item.phase === "ready" && item.chunk_count !== null;
-        chunks.textContent = ready ? String(item.chunk_count) : "\u2014";
-      }
-      var error = el.querySelector("[data-pj-error]");
-      if (error) {
-        error.textContent = item.error || "";
-        error.hidden = !item.error;
-      }
-      var detail = el.querySelector("[data-pj-detail]");
-      if (detail) {
-        detail.textContent = item.detail || "";
-        detail.hidden = !item.detail;
-      }
-      el.setAttribute("data-pj-final", item.final ? "true" : "false");
-      return changed ? (item.name ? item.name + ": " : "") + (item.detail || item.label) : null;
     }
 
     function schedule() {
@@ -68,7 +49,7 @@
       var els = pending();
       if (!els.length) { return; }
       var byId = {};
-      els.forEach(function (el) { byId[el.getAttribute("data-pj-document")] = el; });
+      els.forEach(function (el) { byId[el.getAttribute(item)] = el; });
       var query = "?ids=" + encodeURIComponent(Object.keys(byId).join(","));
       fetch(url + query, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (response) {
@@ -78,16 +59,20 @@
         .then(function (data) {
           var seen = {};
           var news = [];
-          (data.documents || []).forEach(function (item) {
-            seen[item.id] = true;
-            var said = byId[item.id] ? apply(byId[item.id], item) : null;
+          (data[key] || []).forEach(function (found) {
+            seen[found.id] = true;
+            var el = byId[found.id];
+            if (!el) { return; }
+            var said = apply(el, found);
+            el.setAttribute("data-pj-final", found.final ? "true" : "false");
             if (said) { news.push(said); }
           });
           if (announcer && news.length) { announcer.textContent = news.join(". "); }
-          // Absent from the answer: deleted meanwhile. Stop asking about it.
+          // Absent from the answer: gone meanwhile, or not the user's. Stop asking about it.
           Object.keys(byId).forEach(function (id) {
             if (!seen[id]) { byId[id].setAttribute("data-pj-final", "true"); }
           });
+          if (settled) { settled(pending().length); }
           delay = data.poll_interval_ms || interval;
           schedule();
         })
@@ -98,7 +83,86 @@
     }
 
     document.addEventListener("visibilitychange", schedule);
+    if (settled) { settled(pending().length); }
     schedule();
+  }
+
+  // Update a badge in place; whether its phase changed.
+  function updateBadge(el, item) {
+    var badge = el.querySelector("[data-pj-badge]");
+    var changed = badge && badge.getAttribute("data-pj-phase") !== item.phase;
+    if (badge) {
+      badge.textContent = item.label;
+      badge.className = "pj-badge pj-badge--" + item.tone;
+      badge.setAttribute("data-pj-phase", item.phase);
+    }
+    return changed;
+  }
+
+  // Set an element's text, hiding it while there is none.
+  function showText(el, selector, text) {
+    var target = el.querySelector(selector);
+    if (target) {
+      target.textContent = text || "";
+      target.hidden = !text;
+    }
+  }
+
+  function applyDocument(el, item) {
+    var changed = updateBadge(el, item);
+    var chunks = el.querySelector("[data-pj-chunks]");
+    if (chunks) {
+      // PromptJuggler reports 0 chunks until processing ends: show a count once ready.
+      var ready = item.phase === "ready" && item.chunk_count !== null;
+      chunks.textContent = ready ? String(item.chunk_count) : "\u2014";
+    }
+    showText(el, "[data-pj-error]", item.error);
+    showText(el, "[data-pj-detail]", item.detail);
+    return changed ? (item.name ? item.name + ": " : "") + (item.detail || item.label) : null;
+  }
+
+  function applyQuestion(el, item) {
+    var changed = updateBadge(el, item);
+    showText(el, "[data-pj-message]", item.message);
+    showText(el, "[data-pj-answer]", item.answer);
+    var sources = el.querySelector("[data-pj-sources]");
+    var list = el.querySelector("[data-pj-source-list]");
+    if (sources && list) {
+      list.textContent = "";
+      (item.sources || []).forEach(function (title) {
+        var li = document.createElement("li");
+        li.textContent = title;
+        list.appendChild(li);
+      });
+      sources.hidden = !list.children.length;
+    }
+    if (!changed) { return null; }
+    return [item.label, item.message, item.answer].filter(Boolean).join(". ");
+  }
+
+  // The Ask form's button: enabled once no question waits; while a question is sent it says so
+  // and a second click sends nothing.
+  function askButton() {
+    return document.querySelector("form[data-pj-ask-form] [data-pj-ask-submit]");
+  }
+
+  function enableAsking(waiting) {
+    var button = askButton();
+    if (button && !waiting && button.getAttribute("aria-busy") !== "true") {
+      button.disabled = false;
+      button.textContent = button.getAttribute("data-pj-ready-label") || button.textContent;
+    }
+  }
+
+  function guardAskForm(form) {
+    form.addEventListener("submit", function (event) {
+      var button = askButton();
+      if (!button) { return; }
+      if (button.disabled) { event.preventDefault(); return; }
+      button.disabled = true;
+      button.setAttribute("aria-busy", "true");
+      button.textContent = button.getAttribute("data-pj-busy-label") || button.textContent;
+    });
   }
 
   // Sizes in the browser's language, without strings to translate here.
@@ -209,7 +273,15 @@
   }
 
   function init() {
-    document.querySelectorAll("[data-pj-status-url]").forEach(track);
+    document.querySelectorAll("[data-pj-status-url]").forEach(function (root) {
+      var url = root.getAttribute("data-pj-status-url");
+      follow(root, url, "data-pj-document", "documents", applyDocument, null);
+    });
+    document.querySelectorAll("[data-pj-ask-status-url]").forEach(function (root) {
+      var url = root.getAttribute("data-pj-ask-status-url");
+      follow(root, url, "data-pj-run", "runs", applyQuestion, enableAsking);
+    });
+    document.querySelectorAll("form[data-pj-ask-form]").forEach(guardAskForm);
     document.querySelectorAll("form[data-pj-upload-form]").forEach(enhanceUploadForm);
     document.querySelectorAll("form:not([data-pj-upload-form]) input[type=file]").forEach(listFiles);
   }

@@ -2,8 +2,9 @@
 
 Without ``PROMPTJUGGLER_API_KEY`` and ``PROMPTJUGGLER_WEBHOOK_SECRET`` it runs the bundled
 PromptJuggler emulator in this process, wired to this site's webhook URL with a freshly
-generated key and secret, so uploads go ``queued`` → ``processing`` → ``ready`` with no account.
-With both set it talks to the real service instead.
+generated key and secret, so uploads go ``queued`` → ``processing`` → ``ready`` with no account,
+and publishes the Ask page's prompt (``ASK_PROMPT``) on it: it answers from the knowledge base's
+ready documents, quoting them by file name. With both set it talks to the real service instead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from promptjuggler_django.models import KnowledgeBase
 #: Demo accounts, reset to these passwords on every start (a local demo only).
 DEMO_USER = ("demo", "demo")
 DEMO_ADMIN = ("admin", "admin")
+#: The sample document that answers the demo's question.
+HANDBOOK = "example_project/sample_documents/employee-handbook.md"
 
 
 class Command(BaseCommand):
@@ -39,6 +42,12 @@ class Command(BaseCommand):
             type=float,
             default=3.0,
             help="Seconds the emulator takes to process a document (default 3).",
+        )
+        parser.add_argument(
+            "--run-delay",
+            type=float,
+            default=2.0,
+            help="Seconds the emulator takes to answer a question (default 2).",
         )
         parser.add_argument(
             "--setup-only",
@@ -63,11 +72,18 @@ class Command(BaseCommand):
         if settings.USE_REAL_PROMPTJUGGLER:
             mode = f"the real PromptJuggler at {pj_settings.BASE_URL}"
         else:
-            emulator = self._start_emulator(slug, port, options["processing_delay"])
+            emulator = self._start_emulator(
+                slug, port, options["processing_delay"], options["run_delay"]
+            )
             mode = f"the bundled PromptJuggler emulator at {emulator.url}"
         self._catch_up()
 
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        ask = (
+            [f"  Ask:           {base}{reverse('promptjuggler_django:ask')}"]
+            if pj_settings.ASK_PROMPT
+            else []
+        )
         self.stdout.write(
             "\n".join(
                 [
@@ -75,11 +91,20 @@ class Command(BaseCommand):
                     self.style.SUCCESS("PromptJuggler demo site"),
                     f"  Site:          {base}/",
                     f"  My documents:  {base}{reverse('promptjuggler_django:document_list')}",
+                    *ask,
                     f"  Admin:         {base}/admin/",
                     f"  REST API:      {base}/api/documents/",
                     f"  Log in as      {DEMO_USER[0]} / {DEMO_USER[1]}   "
                     f"(admin: {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]})",
                     f"  Documents go to knowledge base {slug!r} on {mode}.",
+                    *(
+                        [
+                            f"  Try it: upload {HANDBOOK}, then ask "
+                            "“How many vacation days?”: the answer quotes the file."
+                        ]
+                        if ask
+                        else []
+                    ),
                     "",
                 ]
             )
@@ -103,7 +128,7 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
 
-    def _start_emulator(self, slug: str, port: int, delay: float) -> Any:
+    def _start_emulator(self, slug: str, port: int, delay: float, run_delay: float) -> Any:
         from promptjuggler_django.testing import FakePromptJuggler
 
         api_key = "pj_demo_" + secrets.token_urlsafe(24)
@@ -114,9 +139,18 @@ class Command(BaseCommand):
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             processing_delay=delay,
+            run_delay=run_delay,
         )
         # A stable id, so the knowledge base's id learned in an earlier run stays right.
         emulator.create_knowledge_base(slug, id=uuid.uuid5(uuid.NAMESPACE_URL, f"demo/{slug}"))
+        if pj_settings.ASK_PROMPT:
+            # Like a prompt with PromptJuggler's knowledge-search tool: it answers from the
+            # documents of the knowledge base that are ready, quoting them with their names.
+            emulator.add_prompt(
+                pj_settings.ASK_PROMPT,
+                knowledge_base=slug,
+                question_input=pj_settings.ASK_INPUT,
+            )
         emulator.start()
         # pj_settings reads settings.PROMPTJUGGLER on every access: the server started below
         # (in this process) sees the emulator's URL, key and secret.
