@@ -1,13 +1,15 @@
 """The version matrix and the checks, one nox session each.
 
 ``nox -l`` lists them. ``nox -s tests`` runs the whole matrix (Python 3.11 with Django 5.2,
-Python 3.13 with Django 6.0 and 6.1, each on SQLite and PostgreSQL); ``nox -t checks`` runs lint,
-mypy and the documentation build. A missing interpreter fails the run instead of skipping it.
-The Django 6 cells also install the ``celery`` extra (django-tasks-celery), for the Celery
-scale-out test; it needs RabbitMQ at 127.0.0.1:5672 and runs on PostgreSQL.
+Python 3.13 with Django 6.0 and 6.1, each on SQLite, PostgreSQL and MariaDB); ``nox -t checks``
+runs lint, mypy and the documentation build. A missing interpreter fails the run instead of
+skipping it. The Django 6 cells also install the ``celery`` extra (django-tasks-celery), for the
+Celery scale-out test; it needs RabbitMQ at 127.0.0.1:5672 and runs on PostgreSQL.
 
-PostgreSQL sessions expect a server at 127.0.0.1:5432 that trusts the ``postgres`` user; each
-session uses its own test database, so sessions may run side by side.
+PostgreSQL sessions expect a server at 127.0.0.1:5432 that trusts the ``postgres`` user, MariaDB
+sessions one at 127.0.0.1:3306 with a passwordless ``root`` (and ``pkg-config`` and
+``libmariadb-dev`` installed, to build ``mysqlclient``); each session uses its own test
+database, so sessions may run side by side.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ nox.options.sessions = ["tests", "lint", "mypy", "docs"]
 
 #: (Python, Django) pairs. Django 6 needs Python 3.12 or later and ships ``django.tasks``.
 MATRIX: list[tuple[str, str]] = [("3.11", "5.2"), ("3.13", "6.0"), ("3.13", "6.1")]
-DATABASES = ("sqlite", "postgres")
+DATABASES = ("sqlite", "postgres", "mariadb")
 
 #: The interpreter the single-version sessions (lint, mypy, docs) use.
 TOOLS_PYTHON = "3.11"
@@ -77,13 +79,17 @@ def _test_params() -> list[nox.param]:
 @nox.parametrize(("python", "django", "db"), _test_params())
 def tests(session: nox.Session, django: str, db: str) -> None:
     """The test suite on one Python, Django and database combination."""
-    session.install("-e", ".[test]", f"django=={django}.*")
+    extras = "test,mariadb" if db == "mariadb" else "test"
+    session.install("-e", f".[{extras}]", f"django=={django}.*")
     if django != "5.2":  # django-tasks-celery needs Django 6 (and Python 3.12+)
         session.install(*_extra("celery"), f"django=={django}.*")
     env = {"PJ_TEST_DB": db}
+    # One test database per session, so sessions never drop each other's database.
+    test_name = f"test_pj_py{session.python}_dj{django}".replace(".", "")
     if db == "postgres":
-        # One test database per session, so sessions never drop each other's database.
-        env["PJ_PG_TEST_NAME"] = f"test_pj_py{session.python}_dj{django}".replace(".", "")
+        env["PJ_PG_TEST_NAME"] = test_name
+    elif db == "mariadb":
+        env["PJ_MARIADB_TEST_NAME"] = test_name
     session.run("python", "-m", "django", "--version")
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env=env)
 

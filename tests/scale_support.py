@@ -8,8 +8,9 @@ pushing and the remote deletes. In the end every surviving document must be ``sy
 failed, and both workers must have uploaded documents.
 
 The database is shared by three processes, so the test gives it its own: a SQLite file (WAL,
-``BEGIN IMMEDIATE``, a busy timeout) on the default suite, a fresh PostgreSQL database with
-``PJ_TEST_DB=postgres``. The default connection points at it for the test's duration only.
+``BEGIN IMMEDIATE``, a busy timeout) on the default suite, a fresh PostgreSQL or MariaDB
+database with ``PJ_TEST_DB=postgres`` or ``mariadb``. The default connection points at it for
+the test's duration only.
 
 A backend comes as a :class:`Fleet`: its workers' settings module and environment, how to
 start them, and what they report about their tasks. ``tests/test_scale_rq.py`` and
@@ -106,7 +107,36 @@ def dedicated_database_settings(tmp_path: Path) -> dict[str, Any]:
         "PASSWORD": base.get("PASSWORD", ""),
         "HOST": base.get("HOST", ""),
         "PORT": base.get("PORT", ""),
+        "OPTIONS": base.get("OPTIONS", {}),
     }
+
+
+def _recreate(db: dict[str, Any], *, drop_only: bool = False) -> None:
+    """Drop the server database ``db`` names, then (unless ``drop_only``) create it empty."""
+    name = db["NAME"]
+    if db["ENGINE"] == "django.db.backends.mysql":
+        _mysql_admin(db, f"DROP DATABASE IF EXISTS `{name}`")
+        if not drop_only:
+            _mysql_admin(db, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        return
+    _postgres_admin(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if not drop_only:
+        _postgres_admin(db, f'CREATE DATABASE "{name}"')
+
+
+def _mysql_admin(db: dict[str, Any], sql: str) -> None:
+    import MySQLdb
+
+    conn = MySQLdb.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=int(db["PORT"] or 3306),
+        user=db["USER"],
+        password=db["PASSWORD"] or "",
+    )
+    try:
+        conn.cursor().execute(sql)
+    finally:
+        conn.close()
 
 
 def _postgres_admin(db: dict[str, Any], sql: str) -> None:
@@ -128,15 +158,14 @@ def dedicated_database(db: dict[str, Any], django_db_blocker: Any) -> Iterator[N
     """Point the ``default`` alias at ``db`` (created and migrated here) for the block.
 
     The test suite's own database (in-memory SQLite, or pytest-django's PostgreSQL test
-    database) stays open and untouched, and is the default again afterwards.
+    or MariaDB database) stays open and untouched, and is the default again afterwards.
     """
     from django.contrib.contenttypes.models import ContentType
 
-    postgres = db["ENGINE"] != "django.db.backends.sqlite3"
+    server = db["ENGINE"] != "django.db.backends.sqlite3"
     with django_db_blocker.unblock():
-        if postgres:
-            _postgres_admin(db, f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
-            _postgres_admin(db, f'CREATE DATABASE "{db["NAME"]}"')
+        if server:
+            _recreate(db)
         saved_settings = connections.settings["default"]
         saved_connection = connections["default"]
         connections.settings["default"] = connections.configure_settings({"default": dict(db)})[
@@ -152,8 +181,8 @@ def dedicated_database(db: dict[str, Any], django_db_blocker: Any) -> Iterator[N
             connections["default"] = saved_connection
             connections.settings["default"] = saved_settings
             ContentType.objects.clear_cache()
-            if postgres:
-                _postgres_admin(db, f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
+            if server:
+                _recreate(db, drop_only=True)
 
 
 # -- the web site: webhooks over HTTP ---------------------------------------------------------

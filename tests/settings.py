@@ -1,4 +1,8 @@
-"""Settings for the test suite. ``PJ_TEST_DB=postgres`` runs it on PostgreSQL."""
+"""Settings for the test suite.
+
+``PJ_TEST_DB=postgres`` runs it on PostgreSQL, ``PJ_TEST_DB=mariadb`` on MariaDB or MySQL
+(``pip install -e ".[test,mariadb]"``); SQLite otherwise.
+"""
 
 import os
 from pathlib import Path
@@ -59,6 +63,25 @@ if os.environ.get("PJ_TEST_DB") == "postgres":
             "HOST": os.environ.get("PJ_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("PJ_PG_PORT", "5432"),
             "TEST": {"NAME": os.environ.get("PJ_PG_TEST_NAME", "test_promptjuggler")},
+        }
+    }
+elif os.environ.get("PJ_TEST_DB") == "mariadb":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": os.environ.get("PJ_MARIADB_NAME", "test"),
+            "USER": os.environ.get("PJ_MARIADB_USER", "root"),
+            "PASSWORD": os.environ.get("PJ_MARIADB_PASSWORD", ""),
+            "HOST": os.environ.get("PJ_MARIADB_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("PJ_MARIADB_PORT", "3306"),
+            "OPTIONS": {"charset": "utf8mb4"},
+            # The server's default collation for utf8mb4 (case-insensitive, as in most
+            # production setups) unless PJ_MARIADB_COLLATION names another.
+            "TEST": {
+                "NAME": os.environ.get("PJ_MARIADB_TEST_NAME", "test_promptjuggler"),
+                "CHARSET": "utf8mb4",
+                "COLLATION": os.environ.get("PJ_MARIADB_COLLATION") or None,
+            },
         }
     }
 else:

@@ -127,6 +127,34 @@ def test_tombstone_survives_knowledge_base_deletion(kb):
     assert tomb.knowledge_base_slug == "kb_models"
 
 
+def test_slugs_are_compared_exactly_on_every_database():
+    """A slug is PromptJuggler's handle, compared as written: ``kb_Docs`` and ``kb_docs`` are two
+    knowledge bases. (MariaDB's and MySQL's default collations ignore case and accents.)"""
+    upper = KnowledgeBase.objects.create(slug="kb_Docs")
+    lower, created = KnowledgeBase.objects.get_or_create(slug="kb_docs")
+    assert created and lower.pk != upper.pk
+    assert list(KnowledgeBase.objects.filter(slug="kb_docs")) == [lower]
+    assert not KnowledgeBase.objects.filter(slug="kb_DOCS").exists()
+    assert not KnowledgeBase.objects.filter(slug="kb_döcs").exists()
+    RemoteDeletion.objects.create(remote_id=uuid.uuid4(), knowledge_base_slug="kb_Docs")
+    assert not RemoteDeletion.objects.filter(knowledge_base_slug="kb_docs").exists()
+    # Searches that ignore case (the admin's) still do.
+    both = {upper, lower}
+    assert set(KnowledgeBase.objects.filter(slug__iexact="KB_DOCS")) == both
+    assert set(KnowledgeBase.objects.filter(slug__icontains="_DoC")) == both
+    assert set(KnowledgeBase.objects.filter(slug__istartswith="KB_d")) == both
+    assert set(KnowledgeBase.objects.filter(slug__iendswith="OCS")) == both
+    assert RemoteDeletion.objects.filter(knowledge_base_slug__icontains="docs").count() == 1
+
+
+def test_the_claim_index_raises_no_warning_where_it_cannot_be_partial():
+    """``pj_doc_claim`` is partial where the database allows it and plain elsewhere (MariaDB,
+    MySQL) by design: Django's "conditions will be ignored" (models.W037) says nothing a user
+    could act on, and Django 6.1 shows it on every ``check``."""
+    messages = KnowledgeDocument.check(databases=["default"])
+    assert [m.id for m in messages] == []
+
+
 def test_webhook_dedupe_key_is_unique():
     WebhookDelivery.objects.create(event_type="unknown", dedupe_key="k" * 64)
     with pytest.raises(IntegrityError):

@@ -228,6 +228,26 @@ def test_cascade_from_a_knowledge_base_keeps_the_slug(
     assert {(t.knowledge_base_id, t.knowledge_base_slug) for t in tombs} == {(None, "kb_test")}
 
 
+def test_deleting_knowledge_bases_in_bulk_keeps_their_slugs(
+    kb: KnowledgeBase, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The admin's bulk delete: the tombstones never point at a deleted row, even for a moment
+    (MariaDB and MySQL check foreign keys at once, not at commit)."""
+    other = KnowledgeBase.objects.create(slug="kb_other")
+    docs = [synced_doc(kb, "a.txt"), synced_doc(other, "b.txt")]
+    kept = synced_doc(KnowledgeBase.objects.create(slug="kb_kept"), "c.txt")
+    with django_capture_on_commit_callbacks(execute=False), transaction.atomic():
+        KnowledgeBase.objects.filter(slug__in=["kb_test", "kb_other"]).delete()
+    tombs = {
+        t.remote_id: (t.knowledge_base_id, t.knowledge_base_slug)
+        for t in RemoteDeletion.objects.all()
+    }
+    assert tombs == {docs[0].remote_id: (None, "kb_test"), docs[1].remote_id: (None, "kb_other")}
+    # A document deleted later in another knowledge base keeps its reference.
+    kept.delete()
+    assert RemoteDeletion.objects.get(remote_id=kept.remote_id).knowledge_base_id is not None
+
+
 def test_deleting_an_upload_in_flight_leaves_a_marker(kb: KnowledgeBase) -> None:
     doc = make_doc(kb, "flying.txt", b"abc")
     KnowledgeDocument.objects.filter(pk=doc.pk).update(sync_state=SyncState.UPLOADING, attempts=1)

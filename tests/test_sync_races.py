@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -169,10 +170,9 @@ def test_a_late_worker_whose_row_was_pushed_again_deletes_its_copy(
     assert [d.id for d in pj.documents("kb_test")] == [doc.remote_id]
 
 
+@pytest.mark.row_locks
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_workers_push_each_document_once(pj: Any, kb: Any, settings: Any) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite serialises writers; row locks with SKIP LOCKED need PostgreSQL")
     settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "BATCH_MAX_FILES": 4}
     from promptjuggler_django.sync import suppress_sync
 
@@ -204,3 +204,91 @@ def test_concurrent_workers_push_each_document_once(pj: Any, kb: Any, settings: 
     stored = set(KnowledgeDocument.objects.values_list("remote_id", flat=True))
     assert stored == {d.id for d in pj.documents("kb_test")}
     assert len(docs) == 60
+
+
+def _hold_claim_then(claim: Any, then: Any) -> tuple[list[Any], list[Any]]:
+    """Make ``claim()`` in one transaction and keep it open while ``then()`` makes its own
+    claim in another; both claims' rows."""
+    from django.db import transaction
+
+    held, release = threading.Event(), threading.Event()
+    first: list[Any] = []
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                first.extend(claim())
+                held.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30), "the first claim did not return"
+        with transaction.atomic():
+            second = list(then())
+    finally:
+        release.set()
+        holder.join(30)
+    return first, second
+
+
+@pytest.mark.row_locks
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_holds_only_the_rows_it_takes(kb: Any) -> None:
+    """Two claims at once over a few due rows in a larger table take different rows.
+
+    InnoDB (MariaDB, MySQL) locks every row a locking read examines: had the claim been one
+    ``SELECT … ORDER BY … LIMIT … FOR UPDATE SKIP LOCKED`` that the optimizer answers with a
+    sort, it would hold the whole due set, and a second worker would find nothing to do.
+    """
+    KnowledgeDocument.objects.bulk_create(
+        KnowledgeDocument(
+            knowledge_base=kb,
+            file=f"s{i}.txt",
+            file_name=f"s{i}.txt",
+            sync_state=SyncState.SYNCED,
+            remote_id=uuid.uuid4(),
+        )
+        for i in range(400)
+    )
+    KnowledgeDocument.objects.bulk_create(
+        KnowledgeDocument(knowledge_base=kb, file=f"q{i}.txt", file_name=f"q{i}.txt")
+        for i in range(12)
+    )
+
+    def claim() -> list[KnowledgeDocument]:
+        return push._due_rows(push._Scope(), "default", timezone.now(), 4)
+
+    first, second = _hold_claim_then(claim, claim)
+    assert len(first) == len(second) == 4
+    assert not {row.pk for row in first} & {row.pk for row in second}
+
+
+@pytest.mark.row_locks
+@pytest.mark.django_db(transaction=True)
+def test_two_drains_take_different_tombstones_with_their_knowledge_base(kb: Any) -> None:
+    """The drain's claim joins the knowledge base: only the tombstones are locked (a second
+    drain of the same knowledge base still finds work), and the relation comes loaded."""
+    from django.test.utils import CaptureQueriesContext
+
+    from promptjuggler_django.sync._locking import first_unlocked
+
+    RemoteDeletion.objects.bulk_create(
+        RemoteDeletion(remote_id=uuid.uuid4(), knowledge_base=kb, knowledge_base_slug=kb.slug)
+        for _ in range(10)
+    )
+
+    def claim() -> list[RemoteDeletion]:
+        qs = RemoteDeletion.objects.select_related("knowledge_base").order_by("pk")
+        rows = first_unlocked(qs, "default", 4)
+        with CaptureQueriesContext(connection) as queries:
+            assert {row.knowledge_base.slug for row in rows} == {kb.slug}
+        assert not queries.captured_queries
+        return rows
+
+    first, second = _hold_claim_then(claim, claim)
+    assert len(first) == len(second) == 4
+    assert not {row.pk for row in first} & {row.pk for row in second}

@@ -78,7 +78,7 @@ def test_duplicated_reordered_late_webhooks_end_in_the_same_state(
     fake = fake_promptjuggler
     fake.set_webhook(live_server.url + reverse("promptjuggler_django:webhook"))
     # No delay: delayed deliveries run on threads of their own, and the live server shares
-    # one in-memory SQLite connection between its threads (concurrency: test_webhooks_postgres).
+    # one in-memory SQLite connection between its threads (concurrency: test_webhooks_concurrent).
     fake.set_webhook_fault(duplicate=2, reorder=True, seed=3)
     documents = mirror(fake, 4)
 

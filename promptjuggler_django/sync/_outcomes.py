@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connections, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import signals, transitions
@@ -25,6 +24,7 @@ from ..client import RemoteDocument
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, SyncState
 from ..retries import backoff_delay
+from ._locking import locked_rows
 from ._outbox import Tombstone, enqueue_push_for, write_tombstones
 
 logger = logging.getLogger("promptjuggler_django.sync")
@@ -137,18 +137,6 @@ def run_after_commit(func: Callable[..., Any], *args: Any, using: str, **kwargs:
     transaction.on_commit(hook, using=using, robust=True)
 
 
-def locked_rows(qs: QuerySet[Any], using: str, *, skip_locked: bool) -> QuerySet[Any]:
-    features = connections[using].features
-    if not features.has_select_for_update:
-        return qs  # SQLite: writes are serialised; the conditional update decides
-    kwargs: dict[str, Any] = {}
-    if skip_locked and features.has_select_for_update_skip_locked:
-        kwargs["skip_locked"] = True
-    if features.has_select_for_update_of:
-        kwargs["of"] = ("self",)
-    return qs.select_for_update(**kwargs)
-
-
 def match_answer(
     rows: Sequence[KnowledgeDocument], answer: Sequence[RemoteDocument]
 ) -> list[DocumentResult]:
@@ -244,7 +232,8 @@ def _write(rows: list[KnowledgeDocument], fields: set[str], using: str) -> None:
     """Write ``fields`` of ``rows`` with one parametrised UPDATE run for every row.
 
     ``executemany`` is one query to Django; SQLite runs it in-process and psycopg 3 pipelines
-    it (libpq 14 or later), so it costs no round trip per row. ``bulk_update`` would build a
+    it (libpq 14 or later), so it costs no round trip per row (mysqlclient batches only
+    ``INSERT``: on MariaDB/MySQL it is one round trip per row). ``bulk_update`` would build a
     ``CASE WHEN pk = … THEN …`` expression per row and field, and resolving those in Python
     costs more than uploading small files.
     """

@@ -49,6 +49,7 @@ from ..conf import pj_settings
 from ..filetypes import guess_content_type
 from ..models import KnowledgeBase, KnowledgeDocument, SyncState
 from ..retries import backoff_delay
+from ._locking import first_unlocked
 from ._outbox import schedule_retry
 from ._outcomes import (
     BLOCKED,
@@ -62,7 +63,6 @@ from ._outcomes import (
     DocumentResult,
     Progress,
     PushReport,
-    locked_rows,
     match_answer,
     store_outcomes,
 )
@@ -344,7 +344,7 @@ def _due_rows(scope: _Scope, using: str, now: datetime, limit: int) -> list[Know
     qs = scope.queryset(using, now).order_by("knowledge_base_id", "pk")
 
     def first(candidates: QuerySet[KnowledgeDocument]) -> list[KnowledgeDocument]:
-        return list(locked_rows(candidates, using, skip_locked=True)[:limit])
+        return first_unlocked(candidates, using, limit)
 
     if scope.after is not None:
         kb_id, pk = scope.after

@@ -14,14 +14,17 @@ Skipped entirely for fixture loading (``raw=True``) and inside :func:`suppress_s
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 from django.utils import timezone
 
 from .. import transitions
 from ..filetypes import guess_content_type
-from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion, SyncState
+from ..models import KnowledgeBase, KnowledgeDocument, SyncState
 from ._outbox import (
     Tombstone,
     enqueue_push_for,
@@ -35,6 +38,14 @@ from ._outbox import (
 _CHANGE = "_promptjuggler_change"
 #: Set on the instance by ``pre_delete`` for ``post_delete``: the row's remote state.
 _STORED = "_promptjuggler_stored"
+
+#: Knowledge bases being deleted, as (database alias, pk), from their ``pre_delete`` to their
+#: ``post_delete``: the tombstones their documents leave keep the slug but no reference. (A
+#: delete that fails in between leaves its mark: that knowledge base's later tombstones in this
+#: thread then go by slug too, which the drain and reconcile handle alike.)
+_DELETING: ContextVar[frozenset[tuple[str, int]]] = ContextVar(
+    "promptjuggler_deleting_knowledge_bases", default=frozenset()
+)
 
 #: The fields ``pre_save`` resets when a file is replaced or moved to another knowledge base.
 _RESET_FIELDS = (
@@ -73,6 +84,11 @@ def connect() -> None:
         document_post_delete,
         sender=KnowledgeDocument,
         dispatch_uid="promptjuggler_document_post_delete",
+    )
+    pre_delete.connect(
+        knowledge_base_pre_delete,
+        sender=KnowledgeBase,
+        dispatch_uid="promptjuggler_knowledge_base_pre_delete",
     )
     post_delete.connect(
         knowledge_base_post_delete,
@@ -230,9 +246,14 @@ def document_post_delete(
         for name, value in stored.items():
             setattr(instance, name, value)
     if instance.remote_id is not None:
-        write_tombstones([tombstone_for(instance, "deleted")], using=using)
+        tombstone = tombstone_for(instance, "deleted")
     elif may_have_unrecorded_copy(instance.sync_state, instance.attempts):
-        write_tombstones([tombstone_for(instance, "unknown_outcome", remote_id=None)], using=using)
+        tombstone = tombstone_for(instance, "unknown_outcome", remote_id=None)
+    else:
+        return
+    if (using or DEFAULT_DB_ALIAS, instance.knowledge_base_id) in _DELETING.get():
+        tombstone = replace(tombstone, knowledge_base_id=None)
+    write_tombstones([tombstone], using=using)
 
 
 def document_pre_delete(
@@ -263,14 +284,23 @@ def document_pre_delete(
         instance.__dict__[_STORED] = stored
 
 
+def knowledge_base_pre_delete(
+    sender: type[KnowledgeBase], instance: KnowledgeBase, using: str | None = None, **kwargs: Any
+) -> None:
+    """Note that the knowledge base is going: its documents' tombstones must not point at it.
+
+    Django deletes the documents (whose receivers write the tombstones) before the knowledge
+    base, and plans its ``SET_NULL`` updates before either. A tombstone referring to the
+    knowledge base would stop its ``DELETE`` where foreign keys are checked at once (MariaDB,
+    MySQL), and point at a deleted row at commit elsewhere; so it keeps only the slug, which
+    the drain and reconcile go by when the reference is empty.
+    """
+    _DELETING.set(_DELETING.get() | {(using or DEFAULT_DB_ALIAS, instance.pk)})
+
+
 def knowledge_base_post_delete(
     sender: type[KnowledgeBase], instance: KnowledgeBase, using: str | None = None, **kwargs: Any
 ) -> None:
-    """Detach the tombstones its documents just left (they keep the slug).
-
-    The cascade wrote them after Django had planned its ``SET_NULL`` updates, so without this
-    they would point at a deleted row when the transaction commits.
-    """
-    RemoteDeletion.objects.using(using).filter(knowledge_base_id=instance.pk).update(
-        knowledge_base=None
-    )
+    """The knowledge base is gone (``pk`` is still set: ``post_delete`` runs before Django
+    clears it)."""
+    _DELETING.set(_DELETING.get() - {(using or DEFAULT_DB_ALIAS, instance.pk)})

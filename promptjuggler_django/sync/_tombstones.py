@@ -22,8 +22,9 @@ from ..client import APIError, PromptJugglerClient, PromptJugglerError
 from ..conf import pj_settings
 from ..models import KnowledgeBase, KnowledgeDocument, RemoteDeletion
 from ..retries import backoff_delay
+from ._locking import first_unlocked
 from ._outbox import schedule_drain
-from ._outcomes import ERROR_LENGTH, Progress, locked_rows, run_after_commit
+from ._outcomes import ERROR_LENGTH, Progress, run_after_commit
 
 logger = logging.getLogger("promptjuggler_django.sync")
 
@@ -93,7 +94,7 @@ def drain_tombstones(
                 if seen:
                     qs = qs.exclude(pk__in=seen)
                 qs = qs.select_related("knowledge_base").order_by("pk")
-                batch = list(locked_rows(qs, using, skip_locked=True)[:_TOMBSTONES_PER_ROUND])
+                batch = first_unlocked(qs, using, _TOMBSTONES_PER_ROUND)
                 if not batch:
                     break
                 if client is None:
