@@ -19,10 +19,13 @@ wait for the ``*.finished`` webhook, fetch the result — with the app's guarant
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+
+from django.core.exceptions import ImproperlyConfigured
 
 from .. import signals
 from ..client import PromptJugglerClient
@@ -201,9 +204,26 @@ def run_runs(*, dry_run: bool = False, client: PromptJugglerClient | None = None
         summary.due = due_runs().count()
         summary.to_poll = runs_to_poll().count()
     else:
-        summary.leases_expired = expire_send_leases()
-        summary.send = send_due_runs(client=client)
-        summary.poll = poll_runs(client=client)
+        with _client_or_none(client) as active:
+            summary.leases_expired = expire_send_leases()
+            summary.send = send_due_runs(client=active)
+            summary.poll = poll_runs(client=active)
     summary.needs_review = Run.objects.filter(send_state=RunSendState.NEEDS_REVIEW).count()
     summary.queued = Run.objects.filter(send_state=RunSendState.QUEUED).count()
     return summary
+
+
+@contextmanager
+def _client_or_none(client: PromptJugglerClient | None) -> Iterator[PromptJugglerClient | None]:
+    """``client``; else one client from settings for the whole run, closed afterwards; else
+    ``None`` without an API key (each step then says so in its own words)."""
+    if client is not None:
+        yield client
+        return
+    try:
+        own = PromptJugglerClient.from_settings()
+    except ImproperlyConfigured:
+        yield None
+        return
+    with own:
+        yield own
