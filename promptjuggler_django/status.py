@@ -14,11 +14,11 @@ Unknown status strings (PromptJuggler may add some) are stored, never fatal: the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from uuid import UUID
 
-from django.db import models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models, router, transaction
 from django.dispatch import Signal
 
 from . import signals, transitions
@@ -83,6 +83,54 @@ def forward_change(
     return not (status == current and observed_at == last)  # not the very same observation
 
 
+def forward_clause(
+    status: str,
+    observed_at: datetime | None,
+    *,
+    current: str,
+    last: str,
+    using: str,
+    ranks: Mapping[str, int] = DOCUMENT_STATUS_RANK,
+    terminal: frozenset[str] = TERMINAL_DOCUMENT_STATUSES,
+) -> tuple[str, list[Any]]:
+    """:func:`forward_change` as an SQL clause over the quoted columns ``current`` and ``last``.
+
+    The rows it matches are those whose status and time :func:`forward_change` would let
+    ``status`` observed at ``observed_at`` replace: the same rules, from the same rank table,
+    for a conditional ``UPDATE`` that decides and writes in one statement. Plain SQL (``CASE``,
+    ``IN``, comparisons), so it runs on SQLite, PostgreSQL and MySQL/MariaDB alike.
+    "Not observed in an earlier second than ``last``" is ``last < the next whole second``.
+    """
+    ops = connections[using].ops
+    row_rank = (
+        f"CASE {current} WHEN '' THEN -1 "
+        + " ".join(f"WHEN %s THEN {value:d}" for value in ranks.values())
+        + f" ELSE {_UNKNOWN_RANK:d} END"
+    )
+    rank_params: list[Any] = list(ranks)
+    new_rank = rank(status, ranks)
+    final = ", ".join(["%s"] * len(terminal))
+    sql = f"({current} NOT IN ({final}) OR {current} = %s) AND ({row_rank} < %s"
+    params: list[Any] = [*sorted(terminal), status, *rank_params, new_rank]
+    if observed_at is None:
+        sql += f" OR {row_rank} = %s)"
+        params += [*rank_params, new_rank]
+    else:
+        next_second = observed_at.replace(microsecond=0) + timedelta(seconds=1)
+        sql += (
+            f" OR ({row_rank} = %s AND ({last} IS NULL OR ({last} < %s"
+            f" AND NOT ({current} = %s AND {last} = %s)))))"
+        )
+        params += [
+            *rank_params,
+            new_rank,
+            ops.adapt_datetimefield_value(next_second),
+            status,
+            ops.adapt_datetimefield_value(observed_at),
+        ]
+    return sql, params
+
+
 def document_change(
     document: KnowledgeDocument,
     status: str,
@@ -144,13 +192,20 @@ def apply_document_status(
 ) -> str:
     """Move the document with ``remote_id`` forward to ``status``; return the outcome.
 
-    Locks the row (``select_for_update``) so concurrent events for one document serialise, and
-    sends :data:`~promptjuggler_django.signals.document_status_changed` after commit with the
-    whole row. Runs in the caller's transaction (no savepoint of its own), or its own when there
-    is none. Two queries when applied: the locked read and the update. The update is a
-    ``QuerySet.update()``: it sends no ``post_save`` (the public signal is the way to follow
-    status changes) and leaves ``updated_at``, the time of the last local change, alone.
+    Runs in the caller's transaction (no savepoint of its own), or its own when there is none.
+    The write sends no ``post_save`` (the public signal is the way to follow status changes)
+    and leaves ``updated_at``, the time of the last local change, alone. Two ways, one rule:
+
+    - while :data:`~promptjuggler_django.signals.document_status_changed` has receivers, it
+      locks the row (``select_for_update``) so concurrent events for one document serialise,
+      decides with :func:`document_change`, updates, and sends the signal after commit with
+      the whole row and the old status: two queries when applied;
+    - without receivers there is no old status to report, and one conditional ``UPDATE``
+      (:func:`forward_clause`) decides and writes: one query when applied, a second only to
+      tell ``stale`` from ``unknown_object``.
     """
+    if not signals.document_status_changed.has_listeners(KnowledgeDocument):
+        return _advance_document(remote_id, status, chunk_count, observed_at)
     with transaction.atomic(savepoint=False):
         document = _locked(KnowledgeDocument, remote_id, signals.document_status_changed)
         if document is None:
@@ -171,6 +226,31 @@ def apply_document_status(
                 delivery=delivery,
             )
         return APPLIED
+
+
+def _advance_document(
+    remote_id: UUID | str, status: str, chunk_count: int | None, observed_at: datetime
+) -> str:
+    """:func:`apply_document_status` when nobody listens for the change: one conditional
+    ``UPDATE`` decides and writes (the database locks the row it changes, and re-checks the
+    condition on the newest version), and a second statement runs only when nothing was
+    changed, to tell a stale observation from an unknown document."""
+    using = router.db_for_write(KnowledgeDocument) or DEFAULT_DB_ALIAS
+    columns = transitions.mirror_columns(using)
+    condition = forward_clause(
+        status,
+        observed_at,
+        current=columns["remote_status"],
+        last=columns["status_changed_at"],
+        using=using,
+    )
+    changed = transitions.apply_remote_status_where(
+        remote_id, status, chunk_count, observed_at, condition, using=using
+    )
+    if changed:
+        return APPLIED
+    known = KnowledgeDocument._default_manager.using(using).filter(remote_id=remote_id).exists()
+    return STALE if known else UNKNOWN_OBJECT
 
 
 def apply_knowledge_base_status(

@@ -48,7 +48,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db import models
+from django.db import connections, models
 
 from .client import RemoteDocument, RemoteRun, RunCreated
 from .limits import MAX_STATUS_LENGTH
@@ -204,6 +204,66 @@ def apply_remote_status(
         "chunk_count": chunk_count,
         "status_changed_at": observed_at,
     }
+
+
+def apply_remote_status_where(
+    remote_id: Any,
+    status: str,
+    chunk_count: int | None,
+    observed_at: datetime,
+    condition: tuple[str, list[Any]],
+    *,
+    using: str,
+) -> int:
+    """:func:`apply_remote_status` as one ``UPDATE`` of the document with ``remote_id``, made
+    only where ``condition`` (an SQL clause and its parameters over the row's columns) holds.
+
+    The same values in SQL: the count is kept when the status is the same again without one.
+    Returns the rows changed (0 or 1). The webhook's hot path: one statement where the locked
+    read and the update take two (see :func:`promptjuggler_django.status.apply_document_status`).
+    """
+    connection = connections[using]
+    meta = KnowledgeDocument._meta
+    column = mirror_columns(using)
+    if chunk_count is None:
+        count_sql = f"CASE WHEN {column['remote_status']} = %s THEN {column['chunk_count']} END"
+        count_params: list[Any] = [status]
+    else:
+        count_sql, count_params = "%s", [chunk_count]
+    where, where_params = condition
+    # The count first: MySQL and MariaDB evaluate assignments left to right, so an assignment
+    # after ``remote_status`` would read the new status (standard SQL reads the old row).
+    # Only quoted names from the model and the rule's placeholders go into the text; every
+    # value is a parameter.
+    sql = (
+        f"UPDATE {connection.ops.quote_name(meta.db_table)} "  # noqa: S608
+        f"SET {column['chunk_count']} = {count_sql}, {column['remote_status']} = %s, "
+        f"{column['status_changed_at']} = %s "
+        f"WHERE {column['remote_id']} = %s AND ({where})"
+    )
+    params = [
+        *count_params,
+        status[:STATUS_LENGTH],
+        connection.ops.adapt_datetimefield_value(observed_at),
+        meta.get_field("remote_id").get_db_prep_value(remote_id, connection),
+        *where_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        changed: int = cursor.rowcount
+    return changed
+
+
+def mirror_columns(using: str) -> dict[str, str]:
+    """The quoted columns of a document's remote id and mirrored status, by field name."""
+    quote = connections[using].ops.quote_name
+    fields = ("remote_id", "remote_status", "chunk_count", "status_changed_at")
+    columns = {}
+    for name in fields:
+        field = KnowledgeDocument._meta.get_field(name)
+        assert isinstance(field, models.Field)
+        columns[name] = quote(field.column or name)
+    return columns
 
 
 def apply_knowledge_base_status(

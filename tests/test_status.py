@@ -182,3 +182,84 @@ def test_apply_knowledge_base_status(changes, django_capture_on_commit_callbacks
         )
         == "unknown_object"
     )
+
+
+# -- the rule as one conditional UPDATE -------------------------------------------------------
+
+#: Row states and observations crossing every rank, the terminal pair, an unknown status, and
+#: times on, within and across whole seconds (webhooks sign whole seconds; polls carry more).
+CURRENT_STATUSES = ["", "pending", "sealed", "vectorising", "ready", "failed"]
+NEW_STATUSES = ["pending", "sealed", "vectorising", "ready", "failed"]
+TIMES = [None, T0, T0 + timedelta(microseconds=250_000), later(1), later(-1)]
+OBSERVED = [T0, T0 + timedelta(microseconds=600_000), later(1), later(-1)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("new_chunks", [None, 9])
+def test_the_conditional_update_follows_the_rule_in_python(new_chunks: int | None) -> None:
+    """Without a status receiver a document event is one ``UPDATE … WHERE <forward_clause>``:
+    on every combination it changes exactly the rows :func:`document_change` accepts, and
+    writes what :func:`transitions.apply_remote_status` says, on this test run's database."""
+    from promptjuggler_django import transitions
+
+    assert not signals.document_status_changed.has_listeners(KnowledgeDocument)
+    kb = make_knowledge_base()
+    cases = [
+        (current, at, chunks, new, observed)
+        for current in CURRENT_STATUSES
+        for at in TIMES
+        for chunks in (None, 4)
+        for new in NEW_STATUSES
+        for observed in OBSERVED
+    ]
+    rows = KnowledgeDocument.objects.bulk_create(
+        KnowledgeDocument(
+            knowledge_base=kb,
+            file=f"f{i}.txt",
+            file_name=f"f{i}.txt",
+            remote_id=uuid.uuid4(),
+            remote_status=current,
+            chunk_count=chunks,
+            status_changed_at=at,
+        )
+        for i, (current, at, chunks, _, _) in enumerate(cases)
+    )
+    expected = {}
+    outcomes = {}
+    for row, (_, _, _, new, observed) in zip(rows, cases, strict=True):
+        before = KnowledgeDocument(
+            remote_status=row.remote_status,
+            chunk_count=row.chunk_count,
+            status_changed_at=row.status_changed_at,
+        )
+        if document_change(before, new, observed):
+            values = transitions.apply_remote_status(before, new, new_chunks, observed)
+            expected[row.pk] = (new, values["chunk_count"], observed)
+        else:
+            expected[row.pk] = (row.remote_status, row.chunk_count, row.status_changed_at)
+        outcomes[row.pk] = apply_document_status(
+            remote_id=row.remote_id, status=new, chunk_count=new_chunks, observed_at=observed
+        )
+    stored = {
+        pk: (status, chunks, at)
+        for pk, status, chunks, at in KnowledgeDocument.objects.values_list(
+            "pk", "remote_status", "chunk_count", "status_changed_at"
+        )
+    }
+    mismatches = [
+        (case, expected[row.pk], stored[row.pk])
+        for row, case in zip(rows, cases, strict=True)
+        if stored[row.pk] != expected[row.pk]
+    ]
+    assert mismatches == []
+    changed = {pk for pk, values in expected.items() if outcomes[pk] == "applied"}
+    assert {pk for pk in outcomes if outcomes[pk] == "stale"} == set(outcomes) - changed
+    assert len(changed) > len(cases) // 4  # both outcomes are well represented
+
+
+@pytest.mark.django_db
+def test_the_conditional_update_tells_stale_from_unknown() -> None:
+    (document,) = make_documents(make_knowledge_base(), 1, remote_status="ready")
+    assert apply_doc(document, "pending", 1, T0) == "stale"
+    unknown = KnowledgeDocument(remote_id=uuid.uuid4())
+    assert apply_doc(unknown, "ready", 1, T0) == "unknown_object"

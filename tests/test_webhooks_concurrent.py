@@ -111,7 +111,15 @@ def test_the_same_unknown_delivery_at_once_is_logged_once() -> None:
     assert WebhookDelivery.objects.get().duplicate_count == THREADS - 1
 
 
-def test_a_document_history_at_once_loses_no_update() -> None:
+@pytest.mark.parametrize("listening", [False, True], ids=["conditional-update", "locked-read"])
+def test_a_document_history_at_once_loses_no_update(
+    listening: bool, request: pytest.FixtureRequest
+) -> None:
+    """Both ways of applying a document event (one conditional update when nobody listens, a
+    locked read and an update for a receiver) keep the newest status under concurrency."""
+    if listening:
+        request.getfixturevalue("status_changes")
+    assert signals.document_status_changed.has_listeners(KnowledgeDocument) is listening
     kb = make_knowledge_base()
     (document,) = make_documents(kb, 1)
     history = [("pending", 0, NOW - 3), ("sealed", 4, NOW - 2), ("sealed", 9, NOW - 1)]

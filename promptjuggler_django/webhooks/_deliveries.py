@@ -55,8 +55,9 @@ def receive(
 ) -> str:
     """Record one verified delivery and, in inline mode, apply it; return its outcome.
 
-    ``expected`` is the event type of a per-event URL (``None``: told apart by shape). Three
-    queries when a document event applies: the locked read, the update, the log insert.
+    ``expected`` is the event type of a per-event URL (``None``: told apart by shape). Two
+    queries when a document event applies (the conditional update, the log insert), three while
+    a ``document_status_changed`` receiver needs the old status (a locked read first).
     """
     key = dedupe_key(verified.timestamp, body)
     observed_at = datetime.fromtimestamp(verified.timestamp, tz=UTC)
