@@ -189,11 +189,15 @@ class KnowledgeDocumentQuerySet(models.QuerySet["KnowledgeDocument"]):
 class KnowledgeDocument(models.Model):
     """A local file mirrored as a document in a PromptJuggler knowledge base."""
 
+    # No single-column index on either key: each leads a composite index below
+    # (pj_doc_kb_state_next, pj_doc_owner_created), which serves its lookups, joins and
+    # cascades. Every push writes each row twice, and each index costs both writes.
     knowledge_base = models.ForeignKey(
         KnowledgeBase,
         on_delete=models.CASCADE,
         related_name="documents",
         verbose_name=_("knowledge base"),
+        db_index=False,
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -202,6 +206,7 @@ class KnowledgeDocument(models.Model):
         blank=True,
         related_name="promptjuggler_documents",
         verbose_name=_("owner"),
+        db_index=False,
     )
     file = models.FileField(
         _("file"), storage=document_storage, upload_to=document_upload_to, max_length=500

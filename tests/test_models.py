@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import InMemoryStorage
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from promptjuggler_django.models import (
@@ -153,6 +153,22 @@ def test_the_claim_index_raises_no_warning_where_it_cannot_be_partial():
     could act on, and Django 6.1 shows it on every ``check``."""
     messages = KnowledgeDocument.check(databases=["default"])
     assert [m.id for m in messages] == []
+
+
+def test_each_document_key_is_indexed_once_by_a_composite_index():
+    """Every index costs each of a push's two writes per row: the keys have no index of their
+    own, and their lookups use the composite index each of them leads."""
+    table = KnowledgeDocument._meta.db_table
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, table)
+    leading = {}
+    for name, info in indexes.items():
+        if info["index"] and info["columns"]:
+            leading.setdefault(info["columns"][0], []).append(info["columns"])
+    for column in ("knowledge_base_id", "owner_id"):
+        assert any(len(columns) > 1 for columns in leading[column]), leading[column]
+        if connection.vendor != "mysql":  # InnoDB adds an index of its own to a foreign key
+            assert [column] not in leading[column], indexes
 
 
 def test_webhook_dedupe_key_is_unique():
