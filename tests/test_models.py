@@ -162,7 +162,7 @@ def test_each_document_key_is_indexed_once_by_a_composite_index():
     with connection.cursor() as cursor:
         indexes = connection.introspection.get_constraints(cursor, table)
     leading = {}
-    for name, info in indexes.items():
+    for info in indexes.values():
         if info["index"] and info["columns"]:
             leading.setdefault(info["columns"][0], []).append(info["columns"])
     for column in ("knowledge_base_id", "owner_id"):

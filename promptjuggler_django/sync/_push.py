@@ -11,6 +11,10 @@ One batch is one upload request for one knowledge base, bounded by ``BATCH_MAX_F
    still the one that was sent. A row deleted meanwhile, or whose file was replaced, gets its
    fresh remote copy tombstoned instead.
 
+A run sends each batch from one sending thread, which touches no database, and stores the
+batch before it meanwhile: once batch N's answer is in, batch N + 1 is claimed and sent, and
+batch N is stored while it is on the wire (:func:`_push`).
+
 PromptJuggler has no idempotency key: an upload that failed with a 5xx may still have created
 its documents. So before a document is sent a second time, the knowledge base's list is read
 once and a matching document nobody knows is adopted rather than uploaded twice.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -208,6 +213,23 @@ def expire_leases(
 # -- the loop --------------------------------------------------------------------------------
 
 
+@dataclass
+class _Batch:
+    """A claimed batch on its way: the results known before sending, then the request's."""
+
+    claim: Claim
+    results: list[DocumentResult]
+    #: The request, out on the sending thread while the batch before is stored.
+    sending: Future[list[DocumentResult]] | None = None
+
+    def answers(self) -> list[DocumentResult]:
+        """Every row's result, waiting for the request's answer if it is still out."""
+        if self.sending is not None:
+            self.results.extend(self.sending.result())
+            self.sending = None
+        return self.results
+
+
 def _push(
     scope: _Scope,
     *,
@@ -216,43 +238,117 @@ def _push(
     progress: Progress | None,
     limit: int | None = None,
 ) -> PushReport:
+    """Claim, send and store batch after batch, storing each batch while the next is sent.
+
+    One request is out at a time, on one sending thread that touches no database. The next
+    batch is claimed, and its request sent, only once the answer to the one before is in: a
+    knowledge base that refused a batch or asked to wait gets no further request in this run,
+    and a smaller batch size it asked for holds from the next claim. What overlaps is storing
+    batch N's answers (the database) with sending batch N + 1 (the network).
+    """
     using = using or DEFAULT_DB_ALIAS
     report = PushReport()
     own_client = client is None
     listings: dict[int, RemoteKnowledgeBase | str] = {}
     touched: set[int] = set()
+    sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptjuggler-push")
+    previous: _Batch | None = None
     try:
-        while limit is None or report.attempted < limit:
-            claim = _claim_batch(scope, using)
-            if claim is None:
+        while True:
+            if previous is not None:
+                _pause_waiting(scope, previous.claim, previous.answers())
+            current = None
+            claim = _next_claim(scope, using, report, limit)
+            if claim is not None:
+                if client is None:
+                    try:
+                        client = PromptJugglerClient.from_settings()
+                    except ImproperlyConfigured as exc:  # no API key: nothing can be sent
+                        results = [
+                            DocumentResult(row, BLOCKED, error=str(exc)) for row in claim.rows
+                        ]
+                        current = _Batch(claim, results)
+                if client is not None:
+                    current = _start(client, claim, listings, report, using, scope, sender)
+            due_again = False
+            if previous is not None:
+                due_again = _store(previous, report, using, scope)
+                touched.add(previous.claim.knowledge_base.pk)
+                if progress is not None:
+                    progress("push", report.attempted, None)
+            if current is None and not due_again:
                 break
-            if not claim.rows:
-                continue  # another worker took them between our read and our update
-            scope.note_claimed(row.pk for row in claim.rows)
-            if client is None:
-                try:
-                    client = PromptJugglerClient.from_settings()
-                except ImproperlyConfigured as exc:  # no API key: nothing can be sent
-                    results = [DocumentResult(row, BLOCKED, error=str(exc)) for row in claim.rows]
-                    client = None
-            if client is not None:
-                report.batches += 1
-                results = _process(client, claim, listings, report, using, scope)
-            stored = store_outcomes(claim, results, report, using)
-            touched.add(claim.knowledge_base.pk)
-            for row in stored:
-                waits = row.sync_state == SyncState.RETRYING or (
-                    row.sync_state == SyncState.QUEUED and claim.knowledge_base.is_blocked
-                )
-                if waits and row.next_attempt_at is not None:
-                    scope.paused.add(row.knowledge_base_id)
-            if progress is not None:
-                progress("push", report.attempted, None)
+            previous = current
     finally:
+        sender.shutdown(wait=True)  # a request still out is answered before the run ends
         if own_client and client is not None:
             client.close()
     _reschedule_waiting(touched | set(scope.knowledge_base_ids or ()), using)
     return report
+
+
+def _next_claim(scope: _Scope, using: str, report: PushReport, limit: int | None) -> Claim | None:
+    """The next batch of due rows, claimed; ``None`` when none is left (or the limit is met)."""
+    while limit is None or report.attempted < limit:
+        claim = _claim_batch(scope, using)
+        if claim is None:
+            return None
+        if claim.rows:  # else another worker took them between our read and our update
+            scope.note_claimed(row.pk for row in claim.rows)
+            return claim
+    return None
+
+
+def _start(
+    client: PromptJugglerClient,
+    claim: Claim,
+    listings: dict[int, RemoteKnowledgeBase | str],
+    report: PushReport,
+    using: str,
+    scope: _Scope,
+    sender: ThreadPoolExecutor,
+) -> _Batch:
+    """Check the batch's files and earlier attempts here, then send it on the sending thread."""
+    report.batches += 1
+    results, sendable = _before_send(client, claim, listings, using, scope)
+    batch = _Batch(claim, results)
+    if sendable:
+        report.attempted += len(sendable)
+        batch.sending = sender.submit(_send, client, claim.knowledge_base, sendable, report, scope)
+    return batch
+
+
+def _pause_waiting(scope: _Scope, claim: Claim, results: list[DocumentResult]) -> None:
+    """Leave a knowledge base alone for the rest of the run once it asked to wait.
+
+    Decided from the answers, before they are stored, so that the next claim already skips it:
+    a row to be tried again (a 429, a 5xx, a request not sent) before its attempts run out, or
+    a refusal of the whole knowledge base (its rows are held until the block ends). Each waiting
+    row has a time, and a task is scheduled for the earliest (:func:`_reschedule_waiting`).
+    """
+    max_attempts = pj_settings.PUSH_MAX_ATTEMPTS
+    for result in results:
+        if result.kind == BLOCKED or (
+            result.kind == RETRYING and result.row.attempts < max_attempts
+        ):
+            scope.paused.add(claim.knowledge_base.pk)
+            return
+
+
+def _store(batch: _Batch, report: PushReport, using: str, scope: _Scope) -> bool:
+    """Store the batch's answers; whether rows went straight back in the queue (a batch
+    refused for another file's sake, files an answer left out), for this run to claim."""
+    claim = batch.claim
+    stored = store_outcomes(claim, batch.answers(), report, using)
+    due_again = False
+    for row in stored:
+        waits = row.sync_state == SyncState.RETRYING or (
+            row.sync_state == SyncState.QUEUED and claim.knowledge_base.is_blocked
+        )
+        if waits and row.next_attempt_at is not None:
+            scope.paused.add(row.knowledge_base_id)
+        due_again |= row.sync_state == SyncState.QUEUED and row.next_attempt_at is None
+    return due_again
 
 
 def _reschedule_waiting(knowledge_base_ids: set[int], using: str) -> None:
@@ -378,15 +474,15 @@ def _prepare(row: KnowledgeDocument) -> str | None:
     return None
 
 
-def _process(
+def _before_send(
     client: PromptJugglerClient,
     claim: Claim,
     listings: dict[int, RemoteKnowledgeBase | str],
-    report: PushReport,
     using: str,
-    scope: _Scope | None = None,
-) -> list[DocumentResult]:
-    scope = scope or _Scope()
+    scope: _Scope,
+) -> tuple[list[DocumentResult], list[KnowledgeDocument]]:
+    """The results known without sending (missing files, copies an earlier attempt created),
+    and the rows left to send."""
     results: list[DocumentResult] = []
     sendable: list[KnowledgeDocument] = []
     if claim.knowledge_base.pk in scope.relist:  # an earlier answer left files unlisted
@@ -406,10 +502,7 @@ def _process(
         results.extend(unverified)
         done = {id(r.row) for r in found} | {id(r.row) for r in unverified}
         sendable = [row for row in sendable if id(row) not in done]
-    if sendable:
-        report.attempted += len(sendable)
-        results.extend(_send(client, claim.knowledge_base, sendable, report, scope))
-    return results
+    return results, sendable
 
 
 def _adopt_before_retry(
