@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -163,3 +164,58 @@ def test_a_failing_enqueue_hook_after_a_save_is_logged(
     doc.refresh_from_db()
     assert doc.sync_state == SyncState.QUEUED  # promptjuggler_sync will push it
     assert any("the broker is down" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_each_batch_is_stored_while_the_next_is_on_the_wire(
+    pj: Any, kb: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing batch N waits here until batch N + 1's request has started: a run that stored
+    before sending on would never start it, and every store would report ``False``."""
+    from promptjuggler_django.client import PromptJugglerClient
+    from promptjuggler_django.sync import _push
+
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "BATCH_MAX_FILES": 2}
+    for i in range(6):
+        make_doc(kb, f"doc-{i}.txt", b"x" * 100)
+    started = [threading.Event() for _ in range(4)]
+    senders: list[threading.Thread] = []
+    overlapped: list[bool] = []
+
+    class Watched(PromptJugglerClient):
+        def upload_documents(self, slug: str, files: Any) -> Any:
+            senders.append(threading.current_thread())
+            started[len(senders) - 1].set()
+            return super().upload_documents(slug, files)
+
+    store_outcomes = _push.store_outcomes
+
+    def watched_store(claim: Any, *args: Any, **kwargs: Any) -> Any:
+        overlapped.append(started[len(overlapped) + 1].wait(timeout=2))
+        return store_outcomes(claim, *args, **kwargs)
+
+    monkeypatch.setattr(_push, "store_outcomes", watched_store)
+    with Watched.from_settings() as client:
+        report = sync.push_due(client=client)
+    assert (report.synced, report.batches) == (6, 3)
+    assert overlapped == [True, True, False]  # the last batch has no next one
+    assert threading.current_thread() not in senders and len(set(senders)) == 1
+
+
+def test_a_knowledge_base_that_refuses_a_batch_gets_no_further_request(
+    pj: Any, kb: Any, settings: Any
+) -> None:
+    """The next batch is claimed only once the last answer is in: a refusal of the knowledge
+    base as a whole stops the run's requests to it, as it did when batches went one by one."""
+    settings.PROMPTJUGGLER = {
+        **settings.PROMPTJUGGLER,
+        "BATCH_MAX_FILES": 2,
+        "PUSH_BACKOFF": 3600.0,
+        "PUSH_BACKOFF_MAX": 3600.0,
+    }
+    for i in range(6):
+        make_doc(kb, f"doc-{i}.txt", b"x" * 100)
+    pj.set_fault("upload", status=403)
+    report = sync.push_due()
+    assert (report.requests, report.batches, report.blocked) == (1, 1, 2)
+    assert [r.status_code for r in pj.requests if r.endpoint == "upload"] == [403]
+    assert KnowledgeDocument.objects.filter(sync_state=SyncState.QUEUED).count() == 6

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import F, Min, QuerySet
 from django.utils import timezone
 
@@ -280,7 +280,10 @@ def _push(
                 break
             previous = current
     finally:
-        sender.shutdown(wait=True)  # a request still out is answered before the run ends
+        # A request still out is answered before the run ends; a connection a storage backend
+        # opened on the sending thread is closed with it.
+        sender.submit(connections.close_all)
+        sender.shutdown(wait=True)
         if own_client and client is not None:
             client.close()
     _reschedule_waiting(touched | set(scope.knowledge_base_ids or ()), using)
