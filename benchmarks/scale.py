@@ -20,13 +20,28 @@ the goal of issue 11:
    webhook came) within 5 x the steady state (nothing changed), and its statements per 1,000
    documents.
 6. **admin**: each changelist's page (the test client, an admin user) at the largest size
-   within 2 x its time at the smallest.
+   within 2 x its time at the smallest. Both use the log sizes (``--log``): documents and
+   deliveries are inserted by set-based statements (``_tables.py``), with no files behind the
+   documents (the changelist reads rows only).
 7. **prune**: 1,000-row batches over the largest log, the last tenth no slower than 1.5 x the
    first, with the app's keyset batches; the earlier offset-free scan from the lowest id is
    timed beside it as the baseline.
 
-Figures are medians of ``--rounds`` rounds (3); push rounds alternate the sizes. Exits non-zero
-when a goal is not met.
+Figures are medians of ``--rounds`` rounds (3); push rounds alternate the sizes.
+
+The other goals have scripts of their own, each with its baseline measured in its own run; this
+script runs them in turn (``--skip limit``, ``webhooks`` or ``reconcile`` leaves one out), prints
+their figures, and counts their verdicts with its own:
+
+2. **push against the limit** (``push_limit.py``): the app against a bare httpx client sending
+   the same batches, and against the official SDK sending 100 files per call;
+3. **webhook intake** (``webhook_throughput.py --log-rows``): the endpoint against the floor
+   view, over HTTP and in process, then again over a log of 100,000 rows (1,000,000 with
+   ``--full``);
+5. **reconcile memory** (``reconcile_memory.py``): peak RSS from 10,000 to 100,000 listed
+   documents (500,000 with ``--full``), SQLite file.
+
+Ends with every goal's verdict; exits non-zero when one is not met.
 """
 
 from __future__ import annotations
@@ -43,7 +58,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from _deliveries import analyze, grow_log
+from _tables import analyze, grow_documents, grow_log
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUG = "kb_scale"
@@ -196,12 +211,12 @@ def push_once(kb: Any, emulator: Emulator, n: int) -> dict[str, Any]:
     claims: list[float] = []
     sends: list[float] = []
     stores: list[float] = []
-    claim_batch, store_outcomes, process = _push._claim_batch, _push.store_outcomes, _push._process
+    claim_batch, store_outcomes, send = _push._claim_batch, _push.store_outcomes, _push._send
 
-    def timed_send(*args: Any, **kwargs: Any) -> Any:
+    def timed_send(*args: Any, **kwargs: Any) -> Any:  # on the push's sending thread
         started = time.perf_counter()
         try:
-            return process(*args, **kwargs)
+            return send(*args, **kwargs)
         finally:
             sends.append(time.perf_counter() - started)
 
@@ -220,14 +235,14 @@ def push_once(kb: Any, emulator: Emulator, n: int) -> dict[str, Any]:
             stores.append(time.perf_counter() - started)
 
     _push._claim_batch, _push.store_outcomes = timed_claim, timed_store  # type: ignore[assignment]
-    _push._process = timed_send  # type: ignore[assignment]
+    _push._send = timed_send  # type: ignore[assignment]
     try:
         started = time.perf_counter()
         report = sync.push_due(knowledge_base_ids=[kb.pk])
         elapsed = time.perf_counter() - started
     finally:
         _push._claim_batch, _push.store_outcomes = claim_batch, store_outcomes  # type: ignore
-        _push._process = process  # type: ignore[assignment]
+        _push._send = send  # type: ignore[assignment]
     assert report.synced == n, report
     tenth = max(1, len(stores) // 10)
     return {
@@ -302,7 +317,6 @@ def time_page(client: Any, url: str, rounds: int) -> tuple[float, int]:
 
 
 def documents_case(sizes: list[int], rounds: int, emulator: Emulator, client: Any) -> None:
-    from django.urls import reverse
 
     from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument
 
@@ -313,7 +327,6 @@ def documents_case(sizes: list[int], rounds: int, emulator: Emulator, client: An
     results: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     for n in sizes:
         create_documents(kbs[n], n)
-    changelist = reverse("admin:promptjuggler_django_knowledgedocument_changelist")
     print("\n== push (goal 1): push_due over a backlog of N queued documents ==")
     _activate(kbs, base := sizes[0])
     push_once(kbs[base], emulator, base)  # warm-up, unmeasured
@@ -368,18 +381,30 @@ def documents_case(sizes: list[int], rounds: int, emulator: Emulator, client: An
             f"{changed_q / n * 1000:.0f} per 1,000), steady {steady_s:7.3f} s ({steady_q:.0f}); "
             f"ratio {ratio:.2f} (goal <= 5) {verdict(f'polling N={n}', ratio <= 5)}"
         )
+    _only(kbs, None)
+
+
+def changelist_case(sizes: list[int], rounds: int, client: Any) -> None:
+    """The document changelist over a table of each size (rows only, set-based inserts)."""
+    from django.db import connection
+    from django.urls import reverse
+
+    from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument
+
+    with connection.cursor() as cursor:  # a table of this case's rows only (no receivers)
+        cursor.execute(f'DELETE FROM "{KnowledgeDocument._meta.db_table}"')
+    kb = KnowledgeBase.objects.create(slug=f"{SLUG}_changelist")
+    changelist = reverse("admin:promptjuggler_django_knowledgedocument_changelist")
     print("\n== admin (goal 6): the knowledge document changelist ==")
     times = {}
     for n in sizes:
-        # Only this size's documents in the table: the others move out of the way.
-        _only(kbs, n)
-        analyze()
+        grow_documents(kb.pk, n)
         times[n], statements = time_page(client, changelist, rounds)
         print(f"  {n:>9,} rows: {times[n] * 1000:7.1f} ms ({statements} statements)")
+    base, top = sizes[0], sizes[-1]
     ratio = times[top] / times[base]
     ok = verdict("document changelist", ratio <= 2)
     print(f"  at {top:,} / at {base:,}: {ratio:.2f} (goal <= 2) {ok}")
-    _only(kbs, None)
 
 
 _stash: dict[int, list[int]] = {}
@@ -485,13 +510,69 @@ def log_case(sizes: list[int], rounds: int, client: Any) -> None:
         print(line)
 
 
+# -- the goals measured by the other scripts ---------------------------------------------------
+
+#: Goal, script and its arguments (quick run, ``--full`` run) per companion benchmark: each
+#: measures its goal against its own baseline, prints PASS or FAIL, and exits non-zero on FAIL.
+COMPANIONS: dict[str, tuple[str, str, list[str], list[str]]] = {
+    "limit": (
+        "2. push against the wire's limit and the batched SDK",
+        "push_limit.py",
+        ["-n", "1000", "--rounds", "2"],
+        ["-n", "2000", "--rounds", "3"],
+    ),
+    "webhooks": (
+        "3. webhook intake against the floor view, and over a long log",
+        "webhook_throughput.py",
+        ["--rounds", "5", "--log-rows", "100000"],
+        ["--rounds", "7", "--log-rows", "1000000"],
+    ),
+    "reconcile": (
+        "5. reconcile memory from 10k to the largest listing",
+        "reconcile_memory.py",
+        ["--sizes", "10000", "100000"],
+        ["--sizes", "10000", "100000", "500000"],
+    ),
+}
+
+
+def run_companion(name: str, *, full: bool) -> None:
+    """Run a companion script in its own process, print its figures, and record its verdict.
+
+    ``push_limit.py`` takes the database from ``--database`` (the scale run's), the webhook
+    script from ``PJ_TEST_DB`` as this one does; the reconcile benchmark uses a SQLite file.
+    """
+    goal, script, quick_args, full_args = COMPANIONS[name]
+    arguments = full_args if full else quick_args
+    if name == "limit":
+        database = "postgres" if os.environ.get("PJ_TEST_DB") == "postgres" else "sqlite"
+        arguments = [*arguments, "--database", database]
+    print(f"\n== goal {goal} ({script} {' '.join(arguments)}) ==")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *arguments],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in (done.stdout + done.stderr).splitlines():
+        print(f"  {line}")
+    RESULTS.append((f"goal {goal.split('.')[0]} ({script})", done.returncode == 0))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, nargs="+", help="document backlog sizes")
     parser.add_argument("--log", type=int, nargs="+", help="delivery log sizes")
     parser.add_argument("--full", action="store_true", help="10k/100k docs, 10k/1M log")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--skip", choices=["docs", "log"], action="append", default=[])
+    parser.add_argument(
+        "--skip",
+        choices=["docs", "changelist", "log", *COMPANIONS],
+        action="append",
+        default=[],
+        help="leave out a case (repeatable)",
+    )
     args = parser.parse_args()
     docs = sorted(args.docs or ([10_000, 100_000] if args.full else [1_000, 10_000]))
     log = sorted(args.log or ([10_000, 1_000_000] if args.full else [10_000, 100_000]))
@@ -508,11 +589,16 @@ def main() -> int:
         client.force_login(admin)
         if "docs" not in args.skip:
             documents_case(docs, args.rounds, emulator, client)
+        if "changelist" not in args.skip:
+            changelist_case(log, args.rounds, client)
         if "log" not in args.skip:
             log_case(log, args.rounds, client)
         connection.creation.destroy_test_db(verbosity=0)
     finally:
         emulator.close()
+    for name in COMPANIONS:
+        if name not in args.skip:
+            run_companion(name, full=args.full)
     failed = [name for name, ok in RESULTS if not ok]
     print("\n" + ("all goals met" if not failed else "not met: " + ", ".join(failed)))
     return 1 if failed else 0

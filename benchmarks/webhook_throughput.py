@@ -28,7 +28,7 @@ Each round posts one batch to each view (the order alternates); the figures are 
 rounds, the ratio the median of the rounds' ratios, which keeps other load on the machine from
 favouring either side. Exits non-zero when either ratio is under the target (0.5).
 
-``--log-rows N`` then grows the delivery log to N rows (a few statements, ``_deliveries.py``)
+``--log-rows N`` then grows the delivery log to N rows (a few statements, ``_tables.py``)
 and runs the in-process comparison again: the endpoint / baseline ratio with the long log may
 be at most 10% below the ratio with an empty one.
 """
@@ -286,7 +286,7 @@ def with_a_long_log(rows: int, deliveries: list[Delivery], rounds: int) -> bool:
     so a machine that got busier between the two runs does not count against the endpoint.
     """
     global LOG_FLOOR
-    from _deliveries import grow_log
+    from _tables import grow_log
 
     empty = compare(in_process_poster(), deliveries, rounds)
     reset()

@@ -189,16 +189,16 @@ class KnowledgeDocumentQuerySet(models.QuerySet["KnowledgeDocument"]):
 class KnowledgeDocument(models.Model):
     """A local file mirrored as a document in a PromptJuggler knowledge base."""
 
-    # No single-column index on either key: each leads a composite index below
-    # (pj_doc_kb_state_next, pj_doc_owner_created), which serves its lookups, joins and
-    # cascades. Every push writes each row twice, and each index costs both writes.
     knowledge_base = models.ForeignKey(
         KnowledgeBase,
         on_delete=models.CASCADE,
         related_name="documents",
         verbose_name=_("knowledge base"),
-        db_index=False,
     )
+    # No index of its own: pj_doc_owner_created leads with it, and serves its lookups, joins
+    # and cascades. Every push writes each row twice, and each index costs both writes. (The
+    # knowledge base's index stays: with the row id it ends with, SQLite walks it in the
+    # claim's order, as it cannot match pj_doc_claim's condition against bound parameters.)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,

@@ -301,10 +301,12 @@ def test_claim_reads_due_rows_in_index_order(fake_promptjuggler) -> None:
     from promptjuggler_django import sync
 
     kb = KnowledgeBase.objects.create(slug="kb_test")
-    queue_documents(kb, 3)
-    with CaptureQueriesContext(connection) as queries:
-        sync.push_due(knowledge_base_ids=[kb.pk])
-    (claim, *_) = claim_statements(queries.captured_queries)
+    claims = []
+    for scope in ({"knowledge_base_ids": [kb.pk]}, {}):  # one knowledge base's task, and all
+        queue_documents(kb, 3)
+        with CaptureQueriesContext(connection) as queries:
+            sync.push_due(**scope)
+        claims.append(claim_statements(queries.captured_queries)[0])
     # A backlog of a few thousand, with statistics, so the planner weighs a sort for real.
     KnowledgeDocument.objects.bulk_create(
         KnowledgeDocument(knowledge_base=kb, file=f"b{i}.txt", file_name=f"b{i}.txt")
@@ -319,11 +321,14 @@ def test_claim_reads_due_rows_in_index_order(fake_promptjuggler) -> None:
         if connection.vendor != "mysql":
             cursor.execute("ANALYZE")
         explain = "EXPLAIN" if connection.vendor != "sqlite" else "EXPLAIN QUERY PLAN"
-        cursor.execute(f"{explain} {claim}")
-        plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
-    assert "Sort" not in plan and "TEMP B-TREE" not in plan and "filesort" not in plan, plan
-    if connection.vendor == "postgresql":
-        assert "pj_doc_claim" in plan, plan
+        for claim in claims:
+            cursor.execute(f"{explain} {claim}")
+            plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
+            assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+            if claim is claims[0]:  # MariaDB sorts the candidates of a claim over every base
+                assert "filesort" not in plan, plan
+            if connection.vendor == "postgresql":
+                assert "pj_doc_claim" in plan, plan
 
 
 # -- webhook intake ---------------------------------------------------------------------------
