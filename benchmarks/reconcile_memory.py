@@ -4,8 +4,10 @@ Run from the repository root:
 
     python3 benchmarks/reconcile_memory.py                       # 10k, 100k, 500k documents
     python3 benchmarks/reconcile_memory.py --sizes 10000 50000   # quicker
+    python3 benchmarks/reconcile_memory.py --database postgres   # PostgreSQL at 127.0.0.1
 
-For each size, a setup process writes a SQLite file with that many synced rows and a listing
+For each size, a setup process writes a SQLite file (or a PostgreSQL database of its own,
+``bench_reconcile_<size>``, dropped at the end) with that many synced rows and a listing
 naming each of them (half with a newer status, so the polling fallback applies them too); a
 small server in its own process streams the listing from disk as
 ``GET /api/v1/knowledge-bases/<slug>``. Then, in a fresh process, ``refresh_knowledge_base``
@@ -85,6 +87,28 @@ def write_listing(path: Path, n: int) -> None:
         out.write("]}")
 
 
+def database_settings(database: str) -> str | dict[str, str]:
+    """A SQLite file's path as given; ``postgres:<name>`` as PostgreSQL's settings."""
+    if database.startswith("postgres:"):
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": database.split(":", 1)[1],
+            "HOST": "127.0.0.1",
+            "USER": "postgres",
+        }
+    return database
+
+
+def postgres_database(name: str, *, create: bool) -> None:
+    """Drop the PostgreSQL database ``name``, then create it afresh when ``create``."""
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        if create:
+            c.execute(f'CREATE DATABASE "{name}"')
+
+
 def setup(database: str, n: int) -> None:
     """Rows for every listed document, synced and ``sealed`` (half will move to ``ready``)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -93,7 +117,7 @@ def setup(database: str, n: int) -> None:
     configure(
         storage={"BACKEND": "django.core.files.storage.InMemoryStorage"},
         promptjuggler={"API_KEY": API_KEY, "BASE_URL": "http://127.0.0.1:9"},
-        database=database,
+        database=database_settings(database),
     )
     from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument, SyncState
 
@@ -133,7 +157,7 @@ def measure(database: str, url: str, mode: str) -> None:
     configure(
         storage={"BACKEND": "django.core.files.storage.InMemoryStorage"},
         promptjuggler={"API_KEY": API_KEY, "BASE_URL": url},
-        database=database,
+        database=database_settings(database),
     )
     from promptjuggler_django import sync
     from promptjuggler_django.client import PromptJugglerClient, PromptJugglerError
@@ -176,6 +200,7 @@ def run_child(*args: str) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 500_000])
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -187,10 +212,14 @@ def main() -> int:
         return 0
 
     growth: list[float] = []
+    print(f"database: {args.database}")
     print("listed docs | body MB | refresh: peak above setup | changes | whole-body parse")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             database, listing = f"{tmp}/db-{n}.sqlite3", Path(tmp) / f"listing-{n}.json"
+            if args.database == "postgres":
+                database = f"postgres:bench_reconcile_{n}"
+                postgres_database(database.split(":", 1)[1], create=True)
             write_listing(listing, n)
             run_child("--child", "setup", database, str(n))
             server = subprocess.Popen(
@@ -204,6 +233,8 @@ def main() -> int:
             finally:
                 server.terminate()
                 server.wait()
+                if args.database == "postgres":
+                    postgres_database(database.split(":", 1)[1], create=False)
             assert not refresh["error"], refresh
             assert refresh["changes"] == n // 2 and refresh["missing"] == 0, refresh
             above = float(refresh["peak"]) - float(refresh["before"])  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ their figures, and counts their verdicts with its own:
    view, over HTTP and in process, then again over a log of 100,000 rows (1,000,000 with
    ``--full``);
 5. **reconcile memory** (``reconcile_memory.py``): peak RSS from 10,000 to 100,000 listed
-   documents (500,000 with ``--full``), SQLite file.
+   documents (500,000 with ``--full``).
 
 Ends with every goal's verdict; exits non-zero when one is not met.
 """
@@ -539,12 +539,12 @@ COMPANIONS: dict[str, tuple[str, str, list[str], list[str]]] = {
 def run_companion(name: str, *, full: bool) -> None:
     """Run a companion script in its own process, print its figures, and record its verdict.
 
-    ``push_limit.py`` takes the database from ``--database`` (the scale run's), the webhook
-    script from ``PJ_TEST_DB`` as this one does; the reconcile benchmark uses a SQLite file.
+    The push and reconcile scripts take the database from ``--database`` (given the scale
+    run's), the webhook script from ``PJ_TEST_DB`` as this one does.
     """
     goal, script, quick_args, full_args = COMPANIONS[name]
     arguments = full_args if full else quick_args
-    if name == "limit":
+    if name in ("limit", "reconcile"):
         database = "postgres" if os.environ.get("PJ_TEST_DB") == "postgres" else "sqlite"
         arguments = [*arguments, "--database", database]
     print(f"\n== goal {goal} ({script} {' '.join(arguments)}) ==")
