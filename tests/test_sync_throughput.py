@@ -219,3 +219,29 @@ def test_a_knowledge_base_that_refuses_a_batch_gets_no_further_request(
     assert (report.requests, report.batches, report.blocked) == (1, 1, 2)
     assert [r.status_code for r in pj.requests if r.endpoint == "upload"] == [403]
     assert KnowledgeDocument.objects.filter(sync_state=SyncState.QUEUED).count() == 6
+
+
+def test_answers_in_hand_are_stored_when_the_next_batch_cannot_start(
+    pj: Any, kb: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch 1's answer is in when batch 2 is claimed: a failure starting batch 2 still stores
+    it (its rows would otherwise wait for their lease to end, and for reconcile)."""
+    from promptjuggler_django.sync import _push
+
+    settings.PROMPTJUGGLER = {**settings.PROMPTJUGGLER, "BATCH_MAX_FILES": 2}
+    for i in range(4):
+        make_doc(kb, f"doc-{i}.txt", b"x" * 100)
+    before_send = _push._before_send
+    calls = []
+
+    def failing_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("storage outage")
+        return before_send(*args, **kwargs)
+
+    monkeypatch.setattr(_push, "_before_send", failing_second)
+    with pytest.raises(RuntimeError, match="storage outage"):
+        sync.push_due()
+    states = sorted(KnowledgeDocument.objects.values_list("sync_state", flat=True))
+    assert states == [SyncState.SYNCED] * 2 + [SyncState.UPLOADING] * 2

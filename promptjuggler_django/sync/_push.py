@@ -258,24 +258,26 @@ def _push(
             if previous is not None:
                 _pause_waiting(scope, previous.claim, previous.answers())
             current = None
-            claim = _next_claim(scope, using, report, limit)
-            if claim is not None:
-                if client is None:
-                    try:
-                        client = PromptJugglerClient.from_settings()
-                    except ImproperlyConfigured as exc:  # no API key: nothing can be sent
-                        results = [
-                            DocumentResult(row, BLOCKED, error=str(exc)) for row in claim.rows
-                        ]
-                        current = _Batch(claim, results)
-                if client is not None:
-                    current = _start(client, claim, listings, report, using, scope, sender)
             due_again = False
-            if previous is not None:
-                due_again = _store(previous, report, using, scope)
-                touched.add(previous.claim.knowledge_base.pk)
-                if progress is not None:
-                    progress("push", report.attempted, None)
+            try:
+                claim = _next_claim(scope, using, report, limit)
+                if claim is not None:
+                    if client is None:
+                        try:
+                            client = PromptJugglerClient.from_settings()
+                        except ImproperlyConfigured as exc:  # no API key: nothing can be sent
+                            results = [
+                                DocumentResult(row, BLOCKED, error=str(exc)) for row in claim.rows
+                            ]
+                            current = _Batch(claim, results)
+                    if client is not None:
+                        current = _start(client, claim, listings, report, using, scope, sender)
+            finally:  # the answers in hand are stored even when the next batch could not start
+                if previous is not None:
+                    due_again = _store(previous, report, using, scope)
+                    touched.add(previous.claim.knowledge_base.pk)
+                    if progress is not None:
+                        progress("push", report.attempted, None)
             if current is None and not due_again:
                 break
             previous = current
