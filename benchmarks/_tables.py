@@ -10,6 +10,16 @@ def analyze() -> None:
         cursor.execute("ANALYZE")
 
 
+def vacuum(model: type) -> None:
+    """Reclaim a table's dead rows now (PostgreSQL), so that autovacuum does not start on them
+    in the middle of the next measurement. ``VACUUM`` on SQLite would rebuild the whole file."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f'VACUUM ANALYZE "{model._meta.db_table}"')
+
+
 def grow_log(total: int, *, age_days: float) -> None:
     """Add rows to the delivery log until it holds ``total`` (one statement per 100,000)."""
     from django.db import connection

@@ -13,6 +13,7 @@ Unknown status strings (PromptJuggler may add some) are stored, never fatal: the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -102,19 +103,20 @@ def forward_clause(
     "Not observed in an earlier second than ``last``" is ``last < the next whole second``.
     """
     ops = connections[using].ops
+    # The rank table and the terminal statuses are this module's constants: written into the
+    # text (checked to be plain words); the observation's values are parameters.
     row_rank = (
         f"CASE {current} WHEN '' THEN -1 "
-        + " ".join(f"WHEN %s THEN {value:d}" for value in ranks.values())
+        + " ".join(f"WHEN {_word(name)} THEN {value:d}" for name, value in ranks.items())
         + f" ELSE {_UNKNOWN_RANK:d} END"
     )
-    rank_params: list[Any] = list(ranks)
     new_rank = rank(status, ranks)
-    final = ", ".join(["%s"] * len(terminal))
+    final = ", ".join(_word(name) for name in sorted(terminal))
     sql = f"({current} NOT IN ({final}) OR {current} = %s) AND ({row_rank} < %s"
-    params: list[Any] = [*sorted(terminal), status, *rank_params, new_rank]
+    params: list[Any] = [status, new_rank]
     if observed_at is None:
         sql += f" OR {row_rank} = %s)"
-        params += [*rank_params, new_rank]
+        params += [new_rank]
     else:
         next_second = observed_at.replace(microsecond=0) + timedelta(seconds=1)
         sql += (
@@ -122,13 +124,19 @@ def forward_clause(
             f" AND NOT ({current} = %s AND {last} = %s)))))"
         )
         params += [
-            *rank_params,
             new_rank,
             ops.adapt_datetimefield_value(next_second),
             status,
             ops.adapt_datetimefield_value(observed_at),
         ]
     return sql, params
+
+
+def _word(name: str) -> str:
+    """A status of the rank table as an SQL string literal (a plain lowercase word)."""
+    if not re.fullmatch(r"[a-z_]+", name):
+        raise ValueError(f"Not a plain status name: {name!r}")
+    return f"'{name}'"
 
 
 def document_change(

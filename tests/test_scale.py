@@ -178,15 +178,31 @@ def test_prune_batches_walk_the_primary_key() -> None:
     statements = [q["sql"] for q in queries.captured_queries]
     selects = [sql for sql in statements if sql.startswith("SELECT")]
     deletes = [sql for sql in statements if sql.startswith("DELETE")]
-    # Two statements per batch (and one empty read at the end), whatever the log's size.
-    assert (len(selects), len(deletes)) == (4, 3)
+    # The highest id to prune, then two statements per batch (and one empty read at the
+    # end), whatever the log's size.
+    assert (len(selects), len(deletes)) == (1 + 4, 3)
+    assert qn("received_at") in selects[0].split("WHERE")[1]
     # Each batch after the first starts past the last one's highest id: it never steps over
-    # the index entries the earlier batches left dead.
-    first_id = WebhookDelivery.objects.order_by("pk").first()
-    assert first_id is not None
-    for sql in selects[1:]:
+    # the index entries the earlier batches left dead. No batch compares the receipt time
+    # (PostgreSQL would plan it by looking up the column's end, over the pruned rows).
+    for sql in selects[2:]:
         assert re.search(rf"{re.escape(qn('id'))} > \d+", sql), sql
+    for sql in selects[1:]:
+        assert qn("received_at") not in sql.split("WHERE")[1], sql
     assert WebhookDelivery.objects.count() == 3
+
+
+def test_prune_keeps_a_newer_delivery_among_older_ids() -> None:
+    """Ids and receipt times need not agree: a row received after the cutoff stays, whatever
+    its id, and so does everything newer than the cutoff."""
+    log_deliveries(5, age_days=30)
+    middle = WebhookDelivery.objects.order_by("pk")[2]
+    WebhookDelivery.objects.filter(pk=middle.pk).update(received_at=timezone.now())
+    log_deliveries(2)
+    assert prune_deliveries(timezone.now() - timedelta(days=7), batch_size=2) == 4
+    assert WebhookDelivery.objects.count() == 3
+    assert WebhookDelivery.objects.filter(pk=middle.pk).exists()
+    assert prune_deliveries(timezone.now() - timedelta(days=7)) == 0
 
 
 # -- polling fallback -------------------------------------------------------------------------

@@ -140,17 +140,36 @@ def _record_error(delivery: WebhookDelivery, exc: BaseException) -> None:
 def prune_deliveries(cutoff: datetime, *, batch_size: int = 1000) -> int:
     """Delete deliveries received before ``cutoff``, ``batch_size`` per statement; how many.
 
-    Each batch is its own short statement, so a large log is pruned without long locks. Batches
-    walk the primary key (keyset: each starts past the last one's highest id), so a batch never
-    steps over the index entries of rows the earlier batches deleted and the last batch costs
-    what the first did.
+    Each batch is its own short statement, so a large log is pruned without long locks, and
+    each costs what the first did:
+
+    - batches walk the primary key (keyset: each starts past the last one's highest id), so a
+      batch never steps over the index entries of rows the earlier batches deleted;
+    - only the first statement compares ``received_at`` with the cutoff (it finds the highest
+      id to prune). The batches read ids up to that one and leave newer rows alone themselves:
+      planning a comparison near the end of a column's statistics makes PostgreSQL look up the
+      column's actual end in its index, and rows pruned oldest first leave their dead entries
+      at the end ``received_at`` would look up, so each batch's planning would grow.
     """
+    log = WebhookDelivery.objects.order_by("pk")
+    last = (
+        WebhookDelivery.objects.filter(received_at__lt=cutoff)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
     deleted = 0
-    old = WebhookDelivery.objects.filter(received_at__lt=cutoff).order_by("pk")
     after = 0
-    while ids := list(old.filter(pk__gt=after).values_list("pk", flat=True)[:batch_size]):
-        # No relations and no delete receivers: Django issues one DELETE per batch.
-        count, _ = WebhookDelivery.objects.filter(pk__in=ids).delete()
-        deleted += count
-        after = ids[-1]
+    while last is not None and (
+        rows := list(
+            log.filter(pk__gt=after, pk__lte=last).values_list("pk", "received_at")[:batch_size]
+        )
+    ):
+        # Ids and receipt times need not agree (clocks, concurrent inserts): keep newer ones.
+        ids = [pk for pk, received_at in rows if received_at < cutoff]
+        if ids:
+            # No relations and no delete receivers: Django issues one DELETE per batch.
+            count, _ = WebhookDelivery.objects.filter(pk__in=ids).delete()
+            deleted += count
+        after = rows[-1][0]
     return deleted
