@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import django
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import InMemoryStorage
-from django.db import DEFAULT_DB_ALIAS, connections
 
 from promptjuggler_django.models import KnowledgeBase, KnowledgeDocument
 
@@ -78,15 +76,10 @@ class HookedStorage(InMemoryStorage):
     """In-memory storage whose files run ``on_read`` at their first read (race injection).
 
     The push reads a file while its upload request is being sent, outside any transaction, so
-    the hook runs exactly "while the upload is in flight". The request is sent from the push's
-    sending thread: the hook acts as another process would, on the test's database, through
-    the test's own connection (the only one that sees the test's rows; the push waits for the
-    answer meanwhile, as in every test that uses this).
+    the hook runs exactly "while the upload is in flight".
     """
 
     on_read: Any = None
-    #: The test thread's connection, lent to the sending thread for the hook.
-    connection: Any = None
 
     def _open(self, name: str, mode: str = "rb") -> Any:
         inner = super()._open(name, mode)
@@ -105,25 +98,8 @@ class _HookedFile:
     def read(self, size: int = -1) -> bytes:
         hook, self._hook = self._hook, None
         if hook is not None:
-            with lend_connection(HookedStorage.connection):
-                hook()
+            hook()
         return self._inner.read(size)  # type: ignore[no-any-return]
-
-
-@contextmanager
-def lend_connection(lent: Any) -> Iterator[None]:
-    """Use ``lent`` (another thread's connection) as this thread's default connection."""
-    own = connections[DEFAULT_DB_ALIAS]
-    if lent is None or own is lent:
-        yield
-        return
-    lent.inc_thread_sharing()
-    connections[DEFAULT_DB_ALIAS] = lent
-    try:
-        yield
-    finally:
-        connections[DEFAULT_DB_ALIAS] = own
-        lent.dec_thread_sharing()
 
     def close(self) -> None:
         self._inner.close()
@@ -136,7 +112,5 @@ def hooked_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[HookedStora
     field = KnowledgeDocument._meta.get_field("file")
     monkeypatch.setattr(field, "storage", storage)
     HookedStorage.on_read = None
-    HookedStorage.connection = connections[DEFAULT_DB_ALIAS]
     yield HookedStorage
     HookedStorage.on_read = None
-    HookedStorage.connection = None

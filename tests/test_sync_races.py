@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -26,7 +26,7 @@ from promptjuggler_django.models import (
 from promptjuggler_django.sync import _push as push
 from promptjuggler_django.testing import sign_webhook
 from tests.sync_support import *  # noqa: F403  (fixtures: pj, kb, …)
-from tests.sync_support import lend_connection, make_doc, remote_state, sha
+from tests.sync_support import make_doc, remote_state, sha
 
 
 def _claim(ids: list[int]) -> push.Claim:
@@ -95,28 +95,22 @@ def test_a_webhook_that_arrives_before_the_upload_answer_is_stored(
     web = Client()
     secret = "whsec_test_primary"
 
-    test_connection = connections[DEFAULT_DB_ALIAS]  # this thread's, lent to the sender
-
     class EagerWebhooks(PromptJugglerClient):
         """PromptJuggler finishes the documents and the webhooks land before we store."""
 
         def upload_documents(self, slug: str, files: Any) -> Any:
             answer = super().upload_documents(slug, files)
-            with lend_connection(test_connection):  # the webhook is served on the test's db
-                deliver(answer)
+            for remote in answer:
+                pj.finish(remote.id, chunk_count=7)
+                body = json.dumps({"id": str(remote.id), "status": "ready", "chunkCount": 7})
+                response = web.post(
+                    reverse("promptjuggler_django:webhook"),
+                    body,
+                    content_type="application/json",
+                    HTTP_PROMPTJUGGLER_SIGNATURE=sign_webhook(body.encode(), secret),
+                )
+                assert response.status_code == 200
             return answer
-
-    def deliver(answer: Any) -> None:
-        for remote in answer:
-            pj.finish(remote.id, chunk_count=7)
-            body = json.dumps({"id": str(remote.id), "status": "ready", "chunkCount": 7})
-            response = web.post(
-                reverse("promptjuggler_django:webhook"),
-                body,
-                content_type="application/json",
-                HTTP_PROMPTJUGGLER_SIGNATURE=sign_webhook(body.encode(), secret),
-            )
-            assert response.status_code == 200
 
     doc = make_doc(kb, "fast.txt")
     with EagerWebhooks.from_settings() as client, django_capture_on_commit_callbacks(execute=True):

@@ -166,11 +166,11 @@ def test_a_failing_enqueue_hook_after_a_save_is_logged(
     assert any("the broker is down" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
 
-def test_each_batch_is_stored_while_the_next_is_on_the_wire(
-    pj: Any, kb: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Storing batch N waits here until batch N + 1's request has started: a run that stored
-    before sending on would never start it, and every store would report ``False``."""
+def _watch_the_wire(
+    settings: Any, kb: Any, monkeypatch: pytest.MonkeyPatch, wait: float
+) -> tuple[Any, list[threading.Thread], list[bool]]:
+    """Six documents in three batches; a client recording the thread of each request, and a
+    store that waits up to ``wait`` s for the next batch's request to start (whether it did)."""
     from promptjuggler_django.client import PromptJugglerClient
     from promptjuggler_django.sync import _push
 
@@ -190,15 +190,40 @@ def test_each_batch_is_stored_while_the_next_is_on_the_wire(
     store_outcomes = _push.store_outcomes
 
     def watched_store(claim: Any, *args: Any, **kwargs: Any) -> Any:
-        overlapped.append(started[len(overlapped) + 1].wait(timeout=2))
+        overlapped.append(started[len(overlapped) + 1].wait(timeout=wait))
         return store_outcomes(claim, *args, **kwargs)
 
     monkeypatch.setattr(_push, "store_outcomes", watched_store)
-    with Watched.from_settings() as client:
+    return Watched.from_settings(), senders, overlapped
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("dummy_tasks")  # committed uploads wait for this test's push
+def test_each_batch_is_stored_while_the_next_is_on_the_wire(
+    pj: Any, kb: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In autocommit (a task, a command) storing batch N waits here until batch N + 1's
+    request has started: a run that stored before sending on would never start it."""
+    client, senders, overlapped = _watch_the_wire(settings, kb, monkeypatch, wait=2)
+    with client:
         report = sync.push_due(client=client)
     assert (report.synced, report.batches) == (6, 3)
     assert overlapped == [True, True, False]  # the last batch has no next one
     assert threading.current_thread() not in senders and len(set(senders)) == 1
+
+
+def test_inside_a_transaction_each_batch_is_sent_and_stored_in_turn(
+    pj: Any, kb: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside the caller's transaction (this test's) the requests go out from the caller's
+    thread, whose connection sees the uncommitted rows, and each batch is stored before the
+    next is claimed."""
+    client, senders, overlapped = _watch_the_wire(settings, kb, monkeypatch, wait=0.05)
+    with client:
+        report = sync.push_due(client=client)
+    assert (report.synced, report.batches) == (6, 3)
+    assert overlapped == [False, False, False]
+    assert set(senders) == {threading.current_thread()}
 
 
 def test_a_knowledge_base_that_refuses_a_batch_gets_no_further_request(
@@ -221,6 +246,8 @@ def test_a_knowledge_base_that_refuses_a_batch_gets_no_further_request(
     assert KnowledgeDocument.objects.filter(sync_state=SyncState.QUEUED).count() == 6
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("dummy_tasks")
 def test_answers_in_hand_are_stored_when_the_next_batch_cannot_start(
     pj: Any, kb: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,9 +11,9 @@ One batch is one upload request for one knowledge base, bounded by ``BATCH_MAX_F
    still the one that was sent. A row deleted meanwhile, or whose file was replaced, gets its
    fresh remote copy tombstoned instead.
 
-A run sends each batch from one sending thread, which touches no database, and stores the
-batch before it meanwhile: once batch N's answer is in, batch N + 1 is claimed and sent, and
-batch N is stored while it is on the wire (:func:`_push`).
+In autocommit (tasks, commands) a run sends each batch from one sending thread, which touches
+no database, and stores the batch before it meanwhile: once batch N's answer is in, batch
+N + 1 is claimed and sent, and batch N is stored while it is on the wire (:func:`_push`).
 
 PromptJuggler has no idempotency key: an upload that failed with a 5xx may still have created
 its documents. So before a document is sent a second time, the knowledge base's list is read
@@ -245,20 +245,37 @@ def _push(
     knowledge base that refused a batch or asked to wait gets no further request in this run,
     and a smaller batch size it asked for holds from the next claim. What overlaps is storing
     batch N's answers (the database) with sending batch N + 1 (the network).
+
+    Only in autocommit, as tasks and commands run. Inside the caller's transaction (a view
+    under ``ATOMIC_REQUESTS``, a test case) whatever the send calls, a storage or a client
+    subclass, must see the caller's uncommitted rows, which another thread's connection cannot:
+    there each batch is sent from this thread and stored before the next is claimed.
     """
     using = using or DEFAULT_DB_ALIAS
     report = PushReport()
     own_client = client is None
     listings: dict[int, RemoteKnowledgeBase | str] = {}
     touched: set[int] = set()
-    sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptjuggler-push")
+    sender = None
+    if not connections[using].in_atomic_block:
+        sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptjuggler-push")
+
+    def finish(batch: _Batch) -> bool:
+        due_again = _store(batch, report, using, scope)
+        touched.add(batch.claim.knowledge_base.pk)
+        if progress is not None:
+            progress("push", report.attempted, None)
+        return due_again
+
     previous: _Batch | None = None
     try:
         while True:
+            due_again = False
             if previous is not None:
                 _pause_waiting(scope, previous.claim, previous.answers())
+                if sender is None:  # one batch at a time: stored before the next claim
+                    due_again, previous = finish(previous), None
             current = None
-            due_again = False
             try:
                 claim = _next_claim(scope, using, report, limit)
                 if claim is not None:
@@ -274,18 +291,16 @@ def _push(
                         current = _start(client, claim, listings, report, using, scope, sender)
             finally:  # the answers in hand are stored even when the next batch could not start
                 if previous is not None:
-                    due_again = _store(previous, report, using, scope)
-                    touched.add(previous.claim.knowledge_base.pk)
-                    if progress is not None:
-                        progress("push", report.attempted, None)
+                    due_again = finish(previous)
             if current is None and not due_again:
                 break
             previous = current
     finally:
-        # A request still out is answered before the run ends; a connection a storage backend
-        # opened on the sending thread is closed with it.
-        sender.submit(connections.close_all)
-        sender.shutdown(wait=True)
+        if sender is not None:
+            # A request still out is answered before the run ends; a connection a storage
+            # backend opened on the sending thread is closed with it.
+            sender.submit(connections.close_all)
+            sender.shutdown(wait=True)
         if own_client and client is not None:
             client.close()
     _reschedule_waiting(touched | set(scope.knowledge_base_ids or ()), using)
@@ -311,15 +326,21 @@ def _start(
     report: PushReport,
     using: str,
     scope: _Scope,
-    sender: ThreadPoolExecutor,
+    sender: ThreadPoolExecutor | None,
 ) -> _Batch:
-    """Check the batch's files and earlier attempts here, then send it on the sending thread."""
+    """Check the batch's files and earlier attempts here, then send it on the sending thread
+    (or here, without one)."""
     report.batches += 1
     results, sendable = _before_send(client, claim, listings, using, scope)
     batch = _Batch(claim, results)
     if sendable:
         report.attempted += len(sendable)
-        batch.sending = sender.submit(_send, client, claim.knowledge_base, sendable, report, scope)
+        if sender is None:
+            results.extend(_send(client, claim.knowledge_base, sendable, report, scope))
+        else:
+            batch.sending = sender.submit(
+                _send, client, claim.knowledge_base, sendable, report, scope
+            )
     return batch
 
 
