@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -318,7 +319,14 @@ def test_claim_reads_due_rows_in_index_order(fake_promptjuggler) -> None:
 
     kb = KnowledgeBase.objects.create(slug="kb_test")
     claims = []
-    for scope in ({"knowledge_base_ids": [kb.pk]}, {}):  # one knowledge base's task, and all
+    # One knowledge base's task, and a run over all of them. Not the latter on MariaDB/MySQL:
+    # InnoDB sorts the candidates of a claim over every knowledge base (a plain read of ids,
+    # before the locking read by primary key), and it chooses the per-base claim's plan from
+    # sampled statistics: this test keeps its data as it was when that plan was settled.
+    scopes: list[dict[str, Any]] = [{"knowledge_base_ids": [kb.pk]}]
+    if connection.vendor != "mysql":
+        scopes.append({})
+    for scope in scopes:
         queue_documents(kb, 3)
         with CaptureQueriesContext(connection) as queries:
             sync.push_due(**scope)
@@ -341,8 +349,7 @@ def test_claim_reads_due_rows_in_index_order(fake_promptjuggler) -> None:
             cursor.execute(f"{explain} {claim}")
             plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
             assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
-            if claim is claims[0]:  # MariaDB sorts the candidates of a claim over every base
-                assert "filesort" not in plan, plan
+            assert "filesort" not in plan, plan
             if connection.vendor == "postgresql":
                 assert "pj_doc_claim" in plan, plan
 
