@@ -6,6 +6,8 @@ import threading
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from promptjuggler_django import sync
 from promptjuggler_django.models import KnowledgeDocument, SyncState
@@ -99,6 +101,44 @@ def _failing(*args: Any, **kwargs: Any) -> None:
 def _assert_logged(caplog: Any, name: str) -> None:
     messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(name in m and "the broker is down" in m for m in messages), messages
+
+
+def test_a_batch_of_mixed_outcomes_stores_each_row_its_own_values(pj: Any, kb: Any) -> None:
+    """The store writes what the batch shares once and the rest per row: remote ids, sizes
+    and types that differ, and a failed row's empty remote id beside the synced rows' ids.
+    On PostgreSQL it is one statement (``UPDATE … FROM unnest(…)``), not one per row."""
+    docs = [
+        make_doc(kb, f"mixed-{i}.{ext}", b"m" * (10 + i))
+        for i, ext in enumerate(["txt", "md", "txt", "csv", "txt"])
+    ]
+    KnowledgeDocument.objects.update(file_size=None, content_type="")  # the push fills them in
+    gone = docs[2]
+    gone.file.storage.delete(gone.file.name)
+    with CaptureQueriesContext(connection) as queries:
+        report = sync.push_due()
+    assert (report.synced, report.failed, report.requests) == (4, 1, 1)
+    remote = {d.file_name: d for d in pj.documents("kb_test")}
+    for i, doc in enumerate(docs):
+        row = KnowledgeDocument.objects.get(pk=doc.pk)
+        if doc == gone:
+            assert row.sync_state == SyncState.FAILED and "missing" in row.last_error
+            assert (row.remote_id, row.remote_status, row.pushed_at) == (None, "", None)
+            continue
+        sent = remote[row.file_name]
+        assert (row.sync_state, row.remote_id, row.remote_status, row.last_error) == (
+            SyncState.SYNCED,
+            sent.id,
+            sent.status,
+            "",
+        )
+        assert (row.file_size, row.content_type) == (10 + i, sent.mime_type)
+        assert row.pushed_at is not None and row.next_attempt_at is None
+    stored = [q["sql"] for q in queries if "UPDATE" in q["sql"] and "unnest(" in q["sql"]]
+    per_row = [q["sql"] for q in queries if " times: UPDATE " in q["sql"]]
+    if connection.vendor == "postgresql":
+        assert (len(stored), per_row) == (1, [])
+    else:
+        assert (stored, len(per_row)) == ([], 1)
 
 
 def test_a_failing_hook_after_storing_uploads_is_logged(

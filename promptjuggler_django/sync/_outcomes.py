@@ -229,39 +229,51 @@ def _up_to_date(sent: KnowledgeDocument, cur: _Current) -> KnowledgeDocument:
 
 
 def _write(rows: list[KnowledgeDocument], fields: set[str], using: str) -> None:
-    """Write ``fields`` of ``rows`` with one parametrised UPDATE run for every row.
+    """Write ``fields`` of ``rows``: the values the batch shares once, the others per row.
 
-    ``executemany`` is one query to Django; SQLite runs it in-process and psycopg 3 pipelines
-    it (libpq 14 or later), so it costs no round trip per row (mysqlclient batches only
-    ``INSERT``: on MariaDB/MySQL it is one round trip per row). ``bulk_update`` would build a
-    ``CASE WHEN pk = … THEN …`` expression per row and field, and resolving those in Python
-    costs more than uploading small files.
+    On PostgreSQL, one ``UPDATE … FROM unnest(…)``: each varying column travels as one array
+    and the server plans one statement, where 100 statements cost it about twice the
+    processor time. Elsewhere one parametrised ``UPDATE`` run for every row
+    (``executemany``): SQLite runs it in-process, and mysqlclient sends it row by row.
+    ``bulk_update`` would build a ``CASE WHEN pk = … THEN …`` expression per row and field,
+    and resolving those in Python costs more than uploading small files.
     """
     connection = connections[using]
     meta = KnowledgeDocument._meta
     by_name = {f.name: f for f in meta.concrete_fields}
-    columns = [by_name[name] for name in sorted(fields)]
-    pk = next(f for f in meta.concrete_fields if f.primary_key)
+    pk: Any = next(f for f in meta.concrete_fields if f.primary_key)
     quote = connection.ops.quote_name
-
-    def quoted(f: Any) -> str:
-        return quote(f.column)
-
-    table, pk_column = quote(meta.db_table), quoted(pk)
-    assignments = ", ".join(f"{quoted(f)} = %s" for f in columns)
-    # Identifiers come from the model and are quoted; every value is a parameter.
-    sql = f"UPDATE {table} SET {assignments} WHERE {pk_column} = %s"  # noqa: S608
+    table = quote(meta.db_table)
     # Most values (state, times, errors) are the same across a batch: convert those once.
-    prepared = []
-    for f in columns:
+    shared: list[tuple[Any, Any]] = []  # (field, value)
+    varying: list[tuple[Any, list[Any]]] = []  # (field, value per row)
+    for f in (by_name[name] for name in sorted(fields)):
         values = [getattr(row, f.attname) for row in rows]
         if all(v == values[0] for v in values):
-            prepared.append([f.get_db_prep_save(values[0], connection)] * len(rows))
+            shared.append((f, f.get_db_prep_save(values[0], connection)))
         else:
-            prepared.append([f.get_db_prep_save(v, connection) for v in values])
-    prepared.append([pk.get_db_prep_value(row.pk, connection) for row in rows])
+            varying.append((f, [f.get_db_prep_save(v, connection) for v in values]))
+    keys = [pk.get_db_prep_value(row.pk, connection) for row in rows]
+    assignments = [f"{quote(f.column)} = %s" for f, _ in shared]
+    params = [value for _, value in shared]
+    # Identifiers come from the model and are quoted; every value is a parameter.
+    if connection.vendor == "postgresql":
+        columns = [(pk, keys), *varying]
+        arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f, _ in columns)
+        names = ", ".join(f"c{i}" for i in range(len(columns)))
+        assignments += [f"{quote(f.column)} = v.c{i}" for i, (f, _) in enumerate(varying, 1)]
+        sql = (
+            f"UPDATE {table} SET {', '.join(assignments)} "  # noqa: S608
+            f"FROM unnest({arrays}) AS v({names}) WHERE {table}.{quote(pk.column)} = v.c0"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, *(values for _, values in columns)])
+        return
+    assignments += [f"{quote(f.column)} = %s" for f, _ in varying]
+    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {quote(pk.column)} = %s"  # noqa: S608
+    per_row = zip(*(values for _, values in varying), keys, strict=True)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, list(zip(*prepared, strict=True)))
+        cursor.executemany(sql, [(*params, *row) for row in per_row])
 
 
 def _discard_reason(
