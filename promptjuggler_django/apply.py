@@ -98,6 +98,21 @@ def apply_event(event: Event, observed_at: datetime, delivery: WebhookDelivery) 
     return APPLIERS[event.family](event, observed_at, delivery)
 
 
+def event_as_sql(event: Event, observed_at: datetime, *, using: str) -> status.OutcomeSQL | None:
+    """:func:`apply_event` as part of the statement that logs its delivery on ``using``, or
+    ``None`` where that cannot be (see :func:`status.document_status_as_sql`; a document's
+    status only)."""
+    if event.family != DOCUMENT:
+        return None
+    return status.document_status_as_sql(
+        remote_id=event.object_id,
+        status=event.status,
+        chunk_count=event.chunk_count,
+        observed_at=observed_at,
+        using=using,
+    )
+
+
 def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:_DETAIL_LENGTH]
 

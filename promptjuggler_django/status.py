@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -259,6 +260,68 @@ def _advance_document(
         return APPLIED
     known = KnowledgeDocument._default_manager.using(using).filter(remote_id=remote_id).exists()
     return STALE if known else UNKNOWN_OBJECT
+
+
+@dataclass(frozen=True)
+class OutcomeSQL:
+    """A status change written as part of another PostgreSQL statement: a data-modifying
+    ``WITH`` clause that makes the change, and an SQL expression whose value is the outcome
+    (``applied``, ``stale`` or ``unknown_object``), each with its parameters."""
+
+    with_clause: str
+    with_params: list[Any]
+    outcome: str
+    outcome_params: list[Any]
+
+
+def document_status_as_sql(
+    *,
+    remote_id: UUID | str,
+    status: str,
+    chunk_count: int | None,
+    observed_at: datetime,
+    using: str,
+) -> OutcomeSQL | None:
+    """:func:`apply_document_status` for a statement on ``using`` that writes more with it
+    (the webhook's delivery log), or ``None`` where that cannot be.
+
+    The conditional ``UPDATE`` of the path without receivers goes into a ``WITH`` clause,
+    and the outcome is read in the same statement: ``applied`` when it changed the row,
+    ``stale`` when the document exists (as the statement found it), else ``unknown_object``.
+    Only PostgreSQL changes rows in a ``WITH`` clause; and a
+    :data:`~promptjuggler_django.signals.document_status_changed` receiver needs the old
+    status, which only the locked read has. Documents must live on ``using``.
+    """
+    if connections[using].vendor != "postgresql":
+        return None
+    if (router.db_for_write(KnowledgeDocument) or DEFAULT_DB_ALIAS) != using:
+        return None
+    if signals.document_status_changed.has_listeners(KnowledgeDocument):
+        return None
+    columns = transitions.mirror_columns(using)
+    condition = forward_clause(
+        status,
+        observed_at,
+        current=columns["remote_status"],
+        last=columns["status_changed_at"],
+        using=using,
+    )
+    update, params = transitions.remote_status_update(
+        remote_id, status, chunk_count, observed_at, condition, using=using
+    )
+    connection = connections[using]
+    table = connection.ops.quote_name(KnowledgeDocument._meta.db_table)
+    key = KnowledgeDocument._meta.get_field("remote_id").get_db_prep_value(remote_id, connection)
+    # The main statement reads the table as it was before the update: the row is there or not.
+    known = f"SELECT 1 FROM {table} WHERE {columns['remote_id']} = %s"  # noqa: S608
+    changed = "SELECT 1 FROM pj_changed"
+    outcome = f"CASE WHEN EXISTS ({changed}) THEN %s WHEN EXISTS ({known}) THEN %s ELSE %s END"
+    return OutcomeSQL(
+        f"WITH pj_changed AS ({update} RETURNING 1)",
+        params,
+        outcome,
+        [APPLIED, key, STALE, UNKNOWN_OBJECT],
+    )
 
 
 def apply_knowledge_base_status(

@@ -218,9 +218,32 @@ def apply_remote_status_where(
     """:func:`apply_remote_status` as one ``UPDATE`` of the document with ``remote_id``, made
     only where ``condition`` (an SQL clause and its parameters over the row's columns) holds.
 
-    The same values in SQL: the count is kept when the status is the same again without one.
     Returns the rows changed (0 or 1). The webhook's hot path: one statement where the locked
     read and the update take two (see :func:`promptjuggler_django.status.apply_document_status`).
+    """
+    sql, params = remote_status_update(
+        remote_id, status, chunk_count, observed_at, condition, using=using
+    )
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        changed: int = cursor.rowcount
+    return changed
+
+
+def remote_status_update(
+    remote_id: Any,
+    status: str,
+    chunk_count: int | None,
+    observed_at: datetime,
+    condition: tuple[str, list[Any]],
+    *,
+    using: str,
+) -> tuple[str, list[Any]]:
+    """The ``UPDATE`` of :func:`apply_remote_status_where`, as SQL and its parameters, for a
+    statement that writes more in the same breath (the delivery log, on PostgreSQL).
+
+    The same values as :func:`apply_remote_status`: the count is kept when the status is the
+    same again without one.
     """
     connection = connections[using]
     meta = KnowledgeDocument._meta
@@ -248,10 +271,7 @@ def apply_remote_status_where(
         meta.get_field("remote_id").get_db_prep_value(remote_id, connection),
         *where_params,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        changed: int = cursor.rowcount
-    return changed
+    return sql, params
 
 
 def mirror_columns(using: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError, connection
+from django.db.models import signals as models_signals
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
@@ -325,15 +326,50 @@ def test_an_integrity_error_from_the_effect_is_an_error_not_a_duplicate(client, 
     def failing(**kwargs):
         raise IntegrityError("CHECK constraint failed: chunk_count")
 
-    real = status.apply_document_status
-    monkeypatch.setattr(status, "apply_document_status", failing)
-    body = document_body(document.remote_id, "ready", 3)
-    assert post(client, url(), body).status_code == 500
+    with monkeypatch.context() as patched:  # both ways: the transaction and, on PostgreSQL,
+        patched.setattr(status, "apply_document_status", failing)  # the one statement
+        patched.setattr(status, "document_status_as_sql", failing)
+        body = document_body(document.remote_id, "ready", 3)
+        assert post(client, url(), body).status_code == 500
     delivery = WebhookDelivery.objects.get()
     assert delivery.outcome == "error"
     assert delivery.detail.startswith("IntegrityError: CHECK constraint failed")
-    monkeypatch.setattr(status, "apply_document_status", real)
     assert deliver(client, body) == "applied"
+
+
+def test_a_taken_key_rolls_back_an_effect_that_would_apply(client) -> None:
+    """The effect and the log row are written together or not at all: a redelivery whose
+    key is taken leaves the document as it finds it, even where its effect would apply."""
+    document = make_document("pending")
+    body = document_body(document.remote_id, "ready", 3)
+    assert deliver(client, body) == "applied"
+    KnowledgeDocument.objects.filter(pk=document.pk).update(
+        remote_status="pending", chunk_count=None, status_changed_at=None
+    )
+    assert deliver(client, body) == "duplicate"
+    document.refresh_from_db()
+    assert (document.remote_status, document.chunk_count, document.status_changed_at) == (
+        "pending",
+        None,
+        None,
+    )
+
+
+def test_receivers_of_the_delivery_log_see_each_row_saved(client) -> None:
+    """The log row is saved as a model (its signals sent) while anything listens to them."""
+    document = make_document("pending")
+    saved = []
+
+    def receiver(sender, instance, created, **kwargs):
+        saved.append((instance.pk, instance.outcome, created))
+
+    models_signals.post_save.connect(receiver, sender=WebhookDelivery)
+    try:
+        assert deliver(client, document_body(document.remote_id, "ready", 3)) == "applied"
+    finally:
+        models_signals.post_save.disconnect(receiver, sender=WebhookDelivery)
+    delivery = WebhookDelivery.objects.get()
+    assert saved == [(delivery.pk, "applied", True)]
 
 
 def test_a_failing_signal_receiver_does_not_fail_the_delivery(

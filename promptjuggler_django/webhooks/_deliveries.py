@@ -13,18 +13,21 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, router, transaction
+from django.db.models import F, signals
 from django.utils import timezone
 
-from ..apply import apply_event, apply_logged, describe_error
+from ..apply import apply_event, apply_logged, describe_error, event_as_sql
 from ..conf import pj_settings
 from ..events import Event, RejectedBody, parse_event
 from ..models import WebhookDelivery
 from ..signature import VerifiedSignature
+from ..status import OutcomeSQL
 from ..taskqueue import enqueue
 from .tasks import process_webhook_task
 
@@ -86,15 +89,22 @@ def receive(
         detail=detail,
     )
     try:
-        with transaction.atomic():
-            if event is not None and not deferred:
-                delivery.outcome = apply_event(event, observed_at, delivery)
-            if delivery.outcome != Outcome.RECEIVED:
-                delivery.processed_at = timezone.now()
-            # Inserted last: a taken key rolls the effect back with it.
-            delivery.save(force_insert=True)
-            if deferred:
-                transaction.on_commit(partial(enqueue, process_webhook_task, delivery.pk))
+        effect = None
+        if event is not None and not deferred:
+            effect = _in_one_statement(event, observed_at)
+        if effect is not None:
+            delivery.processed_at = timezone.now()
+            _log_with_effect(delivery, *effect)
+        else:
+            with transaction.atomic():
+                if event is not None and not deferred:
+                    delivery.outcome = apply_event(event, observed_at, delivery)
+                if delivery.outcome != Outcome.RECEIVED:
+                    delivery.processed_at = timezone.now()
+                # Inserted last: a taken key rolls the effect back with it.
+                delivery.save(force_insert=True)
+                if deferred:
+                    transaction.on_commit(partial(enqueue, process_webhook_task, delivery.pk))
     except IntegrityError as exc:
         again = _receive_again(key, event)
         if again is None:  # no row holds the key: the integrity error came from the effect
@@ -107,6 +117,51 @@ def receive(
         _record_error(delivery, exc)
         return Outcome.ERROR
     return delivery.outcome
+
+
+def _in_one_statement(event: Event, observed_at: datetime) -> tuple[OutcomeSQL, str] | None:
+    """The event's effect as part of the statement that logs it, and the database; ``None``
+    where it goes the usual way (see :func:`~promptjuggler_django.apply.event_as_sql`), or
+    where the log row's model signals have receivers (a raw insert sends none)."""
+    if signals.pre_save.has_listeners(WebhookDelivery) or signals.post_save.has_listeners(
+        WebhookDelivery
+    ):
+        return None
+    using = router.db_for_write(WebhookDelivery) or DEFAULT_DB_ALIAS
+    effect = event_as_sql(event, observed_at, using=using)
+    return None if effect is None else (effect, using)
+
+
+def _log_with_effect(delivery: WebhookDelivery, effect: OutcomeSQL, using: str) -> None:
+    """Insert the delivery's row and make its effect in one statement (PostgreSQL).
+
+    One statement is one transaction: the effect and the row are written together or not at
+    all (a taken key rolls the effect back), with one round trip where a transaction of two
+    statements takes four (``BEGIN``, the update, the insert, ``COMMIT``). Inside the caller's
+    transaction a savepoint keeps a taken key from breaking it, as ``atomic()`` does.
+    """
+    connection = connections[using]
+    meta = WebhookDelivery._meta
+    quote = connection.ops.quote_name
+    pk: Any = meta.pk
+    outcome_field: Any = meta.get_field("outcome")
+    fields = [f for f in meta.concrete_fields if not f.primary_key and f is not outcome_field]
+    values = [f.get_db_prep_save(f.pre_save(delivery, True), connection) for f in fields]
+    columns = ", ".join(quote(f.column) for f in [*fields, outcome_field])
+    placeholders = ", ".join(["%s"] * len(fields))
+    # Identifiers come from the model and are quoted; every value is a parameter.
+    sql = (
+        f"{effect.with_clause} INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+        f"VALUES ({placeholders}, {effect.outcome}) "
+        f"RETURNING {quote(pk.column)}, {quote(outcome_field.column)}"
+    )
+    params = [*effect.with_params, *values, *effect.outcome_params]
+    savepoint = transaction.atomic(using=using) if connection.in_atomic_block else nullcontext()
+    with savepoint, connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        delivery.pk, delivery.outcome = cursor.fetchone()
+    delivery._state.adding = False
+    delivery._state.db = using
 
 
 def _receive_again(key: str, event: Event | None) -> str | None:
