@@ -246,13 +246,7 @@ def _advance_document(
     changed, to tell a stale observation from an unknown document."""
     using = router.db_for_write(KnowledgeDocument) or DEFAULT_DB_ALIAS
     columns = transitions.mirror_columns(using)
-    condition = forward_clause(
-        status,
-        observed_at,
-        current=columns["remote_status"],
-        last=columns["status_changed_at"],
-        using=using,
-    )
+    condition = _document_forward_clause(status, observed_at, columns, using)
     changed = transitions.apply_remote_status_where(
         remote_id, status, chunk_count, observed_at, condition, using=using
     )
@@ -272,6 +266,19 @@ class OutcomeSQL:
     with_params: list[Any]
     outcome: str
     outcome_params: list[Any]
+
+
+def _document_forward_clause(
+    status: str, observed_at: datetime, columns: Mapping[str, str], using: str
+) -> tuple[str, list[Any]]:
+    """:func:`forward_clause` over a document's mirrored status columns."""
+    return forward_clause(
+        status,
+        observed_at,
+        current=columns["remote_status"],
+        last=columns["status_changed_at"],
+        using=using,
+    )
 
 
 def document_status_as_sql(
@@ -299,13 +306,7 @@ def document_status_as_sql(
     if signals.document_status_changed.has_listeners(KnowledgeDocument):
         return None
     columns = transitions.mirror_columns(using)
-    condition = forward_clause(
-        status,
-        observed_at,
-        current=columns["remote_status"],
-        last=columns["status_changed_at"],
-        using=using,
-    )
+    condition = _document_forward_clause(status, observed_at, columns, using)
     update, params = transitions.remote_status_update(
         remote_id, status, chunk_count, observed_at, condition, using=using
     )
