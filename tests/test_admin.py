@@ -359,3 +359,11 @@ def test_knowledge_base_counts_are_labelled_as_promptjugglers(client, staff, kno
     assert "Documents (PromptJuggler)" in html and "Chunks (PromptJuggler)" in html
     assert "Last sync" in html
     assert "never" in html  # not synced yet
+
+
+@pytest.mark.usefixtures("staff")
+def test_the_upload_page_leads_back_to_the_document_list(client) -> None:
+    page = client.get(DOC_UPLOAD).content.decode()
+    crumbs = page.split('<div class="breadcrumbs">', 1)[1].split("</div>", 1)[0]
+    assert f'href="{DOC_CHANGELIST}"' in crumbs and "Knowledge documents" in crumbs
+    assert 'href="/admin/promptjuggler_django/"' in crumbs

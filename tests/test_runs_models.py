@@ -146,6 +146,14 @@ def test_resending_a_run_in_review_asks_first_and_says_what_it_risks(
     assert len(callbacks) == 1  # the send is triggered after commit
 
 
+def test_the_confirmation_page_leads_back_to_the_run_list(admin_client: Client) -> None:
+    review = make_run(send_state=RunSendState.NEEDS_REVIEW)
+    page = _act(admin_client, "abandon_runs", [review], confirm=False)
+    crumbs = page.split('<div class="breadcrumbs">', 1)[1].split("</div>", 1)[0]
+    assert f'href="{reverse(CHANGELIST)}"' in crumbs and "Runs" in crumbs
+    assert 'href="/admin/promptjuggler_django/"' in crumbs
+
+
 def test_abandoning_a_run_in_review(admin_client: Client, admin_user):
     review = make_run(send_state=RunSendState.NEEDS_REVIEW)
     page = _act(admin_client, "abandon_runs", [review], confirm=False)
